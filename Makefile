@@ -1,0 +1,29 @@
+# The two commands of the README: `make demo` (the main job) and `make test`.
+# Both start from a fresh clone with nothing but Python: they build .venv here,
+# installing torch first (a local CPU wheel) so that pip never pulls CUDA torch.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+GLAT_DATA_DIR ?= $(abspath ../shared/data)
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1 HF_UPDATE_DOWNLOAD_COUNTS=0 HF_HUB_DISABLE_TELEMETRY=1
+
+.PHONY: install test demo clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $@
+
+test: install
+	$(OFFLINE) GLAT_DATA_DIR=$(GLAT_DATA_DIR) $(BIN)/python -m pytest
+
+demo: install
+	$(OFFLINE) GLAT_DATA_DIR=$(GLAT_DATA_DIR) $(BIN)/python training/demo.py
+
+clean:
+	rm -rf $(VENV) outputs
