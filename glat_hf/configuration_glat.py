@@ -1,0 +1,178 @@
+"""GLAT model configuration: the single source of truth for sizes, special ids and loss settings."""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+DECODER_INPUTS = ("soft_copy", "uniform_copy", "mask")
+
+# The paper's model sizes (Qian et al. 2021, §4.1) and a small one that trains on two CPU cores.
+PRESETS = {
+    "wmt14": dict(d_model=512, encoder_layers=6, decoder_layers=6, attention_heads=8, ffn_dim=2048, dropout=0.1),
+    "iwslt16": dict(d_model=256, encoder_layers=5, decoder_layers=5, attention_heads=4, ffn_dim=1024, dropout=0.1),
+    "multi30k": dict(d_model=256, encoder_layers=3, decoder_layers=3, attention_heads=4, ffn_dim=1024, dropout=0.1),
+}
+
+
+class GlatConfig(PretrainedConfig):
+    r"""Configuration of a [`GlatForConditionalGeneration`].
+
+    The special ids default to the order written by [`glat_hf.train_tokenizer`]:
+    `<pad>`=0, `<s>`=1, `</s>`=2, `<unk>`=3, `<mask>`=4, `<length>`=5, `<blank>`=6.
+
+    Args:
+        vocab_size: joint source/target vocabulary size.
+        d_model, encoder_layers, decoder_layers, encoder_attention_heads, decoder_attention_heads,
+        encoder_ffn_dim, decoder_ffn_dim: Transformer sizes.
+        dropout, attention_dropout, activation_dropout: dropout probabilities.
+        activation_function: a key of `transformers.activations.ACT2FN`.
+        max_position_embeddings: the longest sequence either side can hold. The encoder prepends one
+            `<length>` token, so a source may hold `max_position_embeddings - 1` tokens; a CTC decoder
+            runs `upsample_ratio` x source length positions, which must also fit.
+        normalize_before: pre-norm (True) or post-norm (False, the paper's base setting) layers.
+        scale_embedding: multiply token embeddings by sqrt(d_model).
+        max_target_length: the number of length classes of the length predictor: targets of 1 to
+            `max_target_length` tokens (counting `</s>`). Longer training targets are clipped to the
+            last class for the length loss.
+        length_loss_factor: weight of the length cross-entropy in the loss (0.1 in the official code).
+        label_smoothing: label smoothing of the token loss (0.1 in the paper).
+        decoder_input: how the decoder input H is copied from the source: "soft_copy" (learned
+            position queries attending over the source embeddings, the official GLAT default),
+            "uniform_copy" (Gu et al. 2018) or "mask" (all `<mask>` embeddings, paper Table 7).
+        use_ctc: train with CTC over `upsample_ratio` x source length decoder positions (no length
+            prediction); decoding merges repeats and drops `<blank>`.
+        upsample_ratio: decoder positions per source token for CTC (2 in the paper).
+        tie_word_embeddings: share the token embeddings of encoder, decoder and output projection.
+            Glancing takes target embeddings from the output embedding matrix (§3.1), which this ties
+            to the decoder's input embeddings.
+    """
+
+    model_type = "glat"
+    attribute_map = {"num_attention_heads": "encoder_attention_heads", "hidden_size": "d_model"}
+
+    def __init__(
+        self,
+        vocab_size: int = 8000,
+        d_model: int = 256,
+        encoder_layers: int = 3,
+        decoder_layers: int = 3,
+        encoder_attention_heads: int = 4,
+        decoder_attention_heads: int = 4,
+        encoder_ffn_dim: int = 1024,
+        decoder_ffn_dim: int = 1024,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
+        activation_function: str = "relu",
+        max_position_embeddings: int = 256,
+        normalize_before: bool = False,
+        scale_embedding: bool = True,
+        init_std: float = 0.02,
+        max_target_length: int = 128,
+        length_loss_factor: float = 0.1,
+        label_smoothing: float = 0.1,
+        decoder_input: str = "soft_copy",
+        use_ctc: bool = False,
+        upsample_ratio: int = 2,
+        pad_token_id: int = 0,
+        bos_token_id: int = 1,
+        eos_token_id: int = 2,
+        unk_token_id: int = 3,
+        mask_token_id: int = 4,
+        length_token_id: int = 5,
+        blank_token_id: int = 6,
+        decoder_start_token_id: int | None = None,
+        tie_word_embeddings: bool = True,
+        is_encoder_decoder: bool = True,
+        **kwargs,
+    ):
+        self.vocab_size = vocab_size
+        self.d_model = d_model
+        self.encoder_layers = encoder_layers
+        self.decoder_layers = decoder_layers
+        self.encoder_attention_heads = encoder_attention_heads
+        self.decoder_attention_heads = decoder_attention_heads
+        self.encoder_ffn_dim = encoder_ffn_dim
+        self.decoder_ffn_dim = decoder_ffn_dim
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.activation_dropout = activation_dropout
+        self.activation_function = activation_function
+        self.max_position_embeddings = max_position_embeddings
+        self.normalize_before = normalize_before
+        self.scale_embedding = scale_embedding
+        self.init_std = init_std
+        self.max_target_length = max_target_length
+        self.length_loss_factor = length_loss_factor
+        self.label_smoothing = label_smoothing
+        self.decoder_input = decoder_input
+        self.use_ctc = use_ctc
+        self.upsample_ratio = upsample_ratio
+        self.pad_token_id = pad_token_id
+        self.bos_token_id = bos_token_id
+        self.eos_token_id = eos_token_id
+        self.unk_token_id = unk_token_id
+        self.mask_token_id = mask_token_id
+        self.length_token_id = length_token_id
+        self.blank_token_id = blank_token_id
+        # No decoder start token is used (decoding is parallel); Seq2SeqTrainer still reads the field.
+        self.decoder_start_token_id = bos_token_id if decoder_start_token_id is None else decoder_start_token_id
+        self.tie_word_embeddings = tie_word_embeddings
+        super().__init__(is_encoder_decoder=is_encoder_decoder, **kwargs)
+        self.validate()
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "GlatConfig":
+        """A config with the paper's sizes: "wmt14" (512, 6+6), "iwslt16" (256, 5+5), or "multi30k" (CPU-sized)."""
+        if name not in PRESETS:
+            raise ValueError(f"Unknown GLAT preset {name!r}; choose one of {sorted(PRESETS)}.")
+        sizes = dict(PRESETS[name])
+        heads, ffn = sizes.pop("attention_heads"), sizes.pop("ffn_dim")
+        sizes.update(encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=ffn, decoder_ffn_dim=ffn)
+        return cls(**{**sizes, **overrides})
+
+    @property
+    def special_token_ids(self) -> dict[str, int]:
+        names = ("pad", "bos", "eos", "unk", "mask", "length", "blank")
+        return {f"{name}_token_id": getattr(self, f"{name}_token_id") for name in names}
+
+    def validate(self, **kwargs):
+        """Fail at construction (and at save), naming the field, rather than deep inside torch at the first forward."""
+
+        def positive(field):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"GlatConfig.{field} must be a positive integer, got {value!r}.")
+
+        for field in (
+            "vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
+            "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings",
+            "max_target_length", "upsample_ratio",
+        ):  # fmt: skip
+            positive(field)
+        for side in ("encoder", "decoder"):
+            heads = getattr(self, f"{side}_attention_heads")
+            if self.d_model % heads:
+                raise ValueError(f"GlatConfig.d_model ({self.d_model}) must be divisible by {side}_attention_heads ({heads}).")
+        for field in ("dropout", "attention_dropout", "activation_dropout", "label_smoothing"):
+            value = getattr(self, field)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"GlatConfig.{field} must be in [0, 1), got {value!r}.")
+        if self.length_loss_factor < 0:
+            raise ValueError(f"GlatConfig.length_loss_factor must be >= 0, got {self.length_loss_factor!r}.")
+        if self.decoder_input not in DECODER_INPUTS:
+            raise ValueError(f"GlatConfig.decoder_input must be one of {DECODER_INPUTS}, got {self.decoder_input!r}.")
+        from transformers.activations import ACT2FN
+
+        if self.activation_function not in ACT2FN:
+            raise ValueError(f"GlatConfig.activation_function {self.activation_function!r} is not one of {sorted(ACT2FN)}.")
+        for field, value in self.special_token_ids.items():
+            if not isinstance(value, int) or not 0 <= value < self.vocab_size:
+                raise ValueError(f"GlatConfig.{field} ({value!r}) must be an id inside the vocabulary [0, {self.vocab_size}).")
+        if len(set(self.special_token_ids.values())) != len(self.special_token_ids):
+            raise ValueError(f"GlatConfig special token ids must be distinct, got {self.special_token_ids}.")
+        if self.max_target_length > self.max_position_embeddings:
+            raise ValueError(
+                f"GlatConfig.max_target_length ({self.max_target_length}) cannot exceed "
+                f"max_position_embeddings ({self.max_position_embeddings}): the decoder has no position for longer targets."
+            )

@@ -1,0 +1,164 @@
+"""Read parallel text into `datasets`, in the `{"translation": {src: ..., tgt: ...}}` shape of run_translation.py.
+
+Corpus files are often slightly broken (one line too many, a stray Latin-1 byte, a JSON line
+without a key); every error here names the file and, where there is one, the line, so the fix
+is one look away instead of a silent misalignment of sources and targets.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict, Features, Value
+
+DATA_DIR_VARIABLE = "GLAT_DATA_DIR"
+
+
+def _translation_features(source_lang: str, target_lang: str) -> Features:
+    """Explicit column types, so that an empty file still gives a well-typed dataset."""
+    return Features({"translation": {source_lang: Value("string"), target_lang: Value("string")}})
+
+
+def _check_languages(source_lang: str, target_lang: str) -> None:
+    if not source_lang or not target_lang or source_lang == target_lang:
+        raise ValueError(f"source_lang and target_lang must be two different codes, got {source_lang!r} and {target_lang!r}")
+
+
+def _read_lines(path: str | os.PathLike) -> list[str]:
+    """The lines of a UTF-8 text file (plain, or gzip when named *.gz), without their newline.
+
+    Only the line ending ("\\n", or "\\r\\n") is removed; spaces and other characters stay.
+    Splitting on "\\n" alone (not str.splitlines) keeps characters such as U+2028 or form
+    feed inside their sentence instead of cutting it in two.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        raw = handle.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line_number = raw.count(b"\n", 0, error.start) + 1
+        raise ValueError(f"{path}, line {line_number}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
+    if not text:
+        return []
+    lines = text.split("\n")
+    if lines[-1] == "":  # the file's final newline ends the last line; it does not start a new one
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def read_parallel_text(
+    source_file: str | os.PathLike, target_file: str | os.PathLike, source_lang: str, target_lang: str
+) -> Dataset:
+    """Pair two line-aligned files (line i of one translates line i of the other) into a Dataset."""
+    _check_languages(source_lang, target_lang)
+    sources = _read_lines(source_file)
+    targets = _read_lines(target_file)
+    if len(sources) != len(targets):
+        raise ValueError(
+            f"parallel files differ in length: {source_file} has {len(sources)} lines, "
+            f"{target_file} has {len(targets)} lines"
+        )
+    pairs = [{source_lang: source, target_lang: target} for source, target in zip(sources, targets)]
+    return Dataset.from_dict({"translation": pairs}, features=_translation_features(source_lang, target_lang))
+
+
+def read_translation_jsonl(path: str | os.PathLike, source_lang: str, target_lang: str) -> Dataset:
+    """Read JSON lines of {"translation": {source_lang: ..., target_lang: ...}} (run_translation.py's files).
+
+    Blank lines are skipped; other languages in a record are dropped.
+    """
+    _check_languages(source_lang, target_lang)
+    pairs = []
+    for line_number, line in enumerate(_read_lines(path), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {line_number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{where}: invalid JSON ({error.msg} at column {error.colno})") from None
+        if not isinstance(record, dict) or "translation" not in record:
+            raise ValueError(f'{where}: expected an object with a "translation" key')
+        translation = record["translation"]
+        if not isinstance(translation, dict):
+            raise ValueError(f'{where}: "translation" is {type(translation).__name__}, expected an object')
+        pair = {}
+        for lang in (source_lang, target_lang):
+            if lang not in translation:
+                raise ValueError(f'{where}: "translation" has no {lang!r} key (it has {sorted(translation)})')
+            if not isinstance(translation[lang], str):
+                raise ValueError(f'{where}: translation[{lang!r}] is {type(translation[lang]).__name__}, expected a string')
+            pair[lang] = translation[lang]
+        pairs.append(pair)
+    return Dataset.from_dict({"translation": pairs}, features=_translation_features(source_lang, target_lang))
+
+
+def _language_file(folder: Path, split: str, lang: str) -> Path | None:
+    """The file of one split and language, `{split}.{lang}` or `{split}.{lang}.gz`; None if neither."""
+    candidates = [path for path in (folder / f"{split}.{lang}", folder / f"{split}.{lang}.gz") if path.is_file()]
+    if len(candidates) > 1:
+        raise ValueError(f"{folder}: both {candidates[0].name} and {candidates[1].name} exist; keep one")
+    return candidates[0] if candidates else None
+
+
+def _splits_with_language(folder: Path, lang: str) -> set[str]:
+    splits = set()
+    for path in folder.iterdir():
+        name = path.name[: -len(".gz")] if path.name.endswith(".gz") else path.name
+        if path.is_file() and name.endswith(f".{lang}") and len(name) > len(lang) + 1:
+            splits.add(name[: -len(lang) - 1])
+    return splits
+
+
+def load_parallel_folder(
+    folder: str | os.PathLike, source_lang: str, target_lang: str, splits: list[str] | None = None
+) -> DatasetDict:
+    """Load a Multi30k-style folder of `{split}.{lang}[.gz]` files into a DatasetDict, one entry per split.
+
+    Without `splits`, every split that has files for both languages is loaded (sorted by name);
+    split names stay as the files spell them (Multi30k's "val" stays "val").
+    """
+    _check_languages(source_lang, target_lang)
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    if splits is None:
+        splits = sorted(_splits_with_language(folder, source_lang) & _splits_with_language(folder, target_lang))
+        if not splits:
+            raise FileNotFoundError(
+                f"{folder}: no split has both {{split}}.{source_lang}[.gz] and {{split}}.{target_lang}[.gz] files"
+            )
+
+    datasets = {}
+    for split in splits:
+        files = {lang: _language_file(folder, split, lang) for lang in (source_lang, target_lang)}
+        missing = [lang for lang, path in files.items() if path is None]
+        if missing:
+            expected = ", ".join(f"{split}.{lang} or {split}.{lang}.gz" for lang in missing)
+            raise FileNotFoundError(f"{folder}: split {split!r} is missing; expected {expected}")
+        datasets[split] = read_parallel_text(files[source_lang], files[target_lang], source_lang, target_lang)
+    return DatasetDict(datasets)
+
+
+def data_dir() -> Path:
+    """The shared data directory: $GLAT_DATA_DIR, else ../shared/data beside the repository if it exists."""
+    configured = os.environ.get(DATA_DIR_VARIABLE)
+    if configured:
+        path = Path(configured).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"{DATA_DIR_VARIABLE}={configured} is not a folder")
+        return path
+    fallback = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if fallback.is_dir():
+        return fallback
+    raise FileNotFoundError(
+        f"no data directory: set {DATA_DIR_VARIABLE} to the folder that holds the corpora "
+        f"(e.g. the one with multi30k/); the fallback {fallback} does not exist"
+    )

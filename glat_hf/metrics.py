@@ -1,0 +1,118 @@
+"""Translation quality measures of the paper: BLEU, token repetition (Table 2), BLEU by length (Figure 4).
+
+BLEU comes from sacrebleu on detokenized text with its default 13a tokenizer, so the scores and
+their signatures compare with published sacreBLEU numbers (not with the paper's tokenized BLEU).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from sacrebleu.metrics import BLEU
+
+
+def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
+    """Corpus BLEU of detokenized hypotheses against one reference each: {"score", "signature"}."""
+    if len(hypotheses) != len(references):
+        raise ValueError(f"corpus_bleu: {len(hypotheses)} hypotheses but {len(references)} references")
+    if len(hypotheses) == 0:
+        raise ValueError("corpus_bleu: no hypotheses to score")
+    bleu = BLEU()
+    result = bleu.corpus_score(list(hypotheses), [list(references)])
+    return {"score": result.score, "signature": str(bleu.get_signature())}
+
+
+def repetition_ratio(token_lists: Sequence[Sequence | str]) -> float:
+    """Token repetition of non-autoregressive output (paper Table 2), pooled over the corpus.
+
+    Counts the positions t >= 1 of each sentence whose token equals the token just before it
+    (y_t == y_{t-1}), sums these counts over all sentences and divides by the total number of
+    tokens over all sentences. Repeats are never counted across sentence boundaries.
+    A sentence is a list of tokens (strings or ids) or a string, split on whitespace.
+    Returns 0.0 when there are no tokens at all.
+    """
+    repeats = 0
+    total = 0
+    for tokens in token_lists:
+        if isinstance(tokens, str):
+            tokens = tokens.split()
+        tokens = list(tokens)
+        total += len(tokens)
+        repeats += sum(current == previous for previous, current in zip(tokens, tokens[1:]))
+    return repeats / total if total else 0.0
+
+
+def _bucket_labels(buckets: Sequence[int]) -> list[str]:
+    """Labels "1-10", "11-20", ..., ">50" for bucket upper bounds (10, 20, ..., 50)."""
+    labels = []
+    lower = 1
+    for upper in buckets:
+        labels.append(f"{lower}-{upper}")
+        lower = upper + 1
+    labels.append(f">{buckets[-1]}")
+    return labels
+
+
+def bleu_by_length(
+    sources: Sequence[str],
+    hypotheses: Sequence[str],
+    references: Sequence[str],
+    buckets: Sequence[int] = (10, 20, 30, 40, 50),
+) -> list[dict]:
+    """BLEU per source-length bucket (paper Figure 4: how quality falls with sentence length).
+
+    A source of n whitespace-separated words goes to the first bucket whose upper bound is >= n,
+    and to the last, open bucket (">50") when n exceeds every bound. Returns one dict per bucket,
+    in order: {"bucket", "count", "bleu"}, with bleu None for an empty bucket.
+    """
+    if not (len(sources) == len(hypotheses) == len(references)):
+        raise ValueError(
+            f"bleu_by_length: {len(sources)} sources, {len(hypotheses)} hypotheses and "
+            f"{len(references)} references; they must be equally many"
+        )
+    buckets = list(buckets)
+    if not buckets or any(b <= a for a, b in zip(buckets, buckets[1:])) or buckets[0] < 1:
+        raise ValueError(f"bleu_by_length: buckets must be positive and strictly increasing, got {buckets}")
+
+    members: list[list[int]] = [[] for _ in range(len(buckets) + 1)]
+    for index, source in enumerate(sources):
+        length = len(source.split())
+        slot = next((i for i, upper in enumerate(buckets) if length <= upper), len(buckets))
+        members[slot].append(index)
+
+    rows = []
+    for label, indices in zip(_bucket_labels(buckets), members):
+        score = None
+        if indices:
+            score = corpus_bleu([hypotheses[i] for i in indices], [references[i] for i in indices])["score"]
+        rows.append({"bucket": label, "count": len(indices), "bleu": score})
+    return rows
+
+
+def compute_translation_metrics(tokenizer) -> Callable:
+    """Build a `compute_metrics` for Seq2SeqTrainer with `predict_with_generate=True`.
+
+    The Trainer pads predictions and labels with -100 where batches of different lengths meet,
+    which no tokenizer can decode: those become the pad id before decoding. BLEU is computed on
+    the decoded text; repetition on the predicted ids with pads and other special tokens removed.
+    """
+    pad_id = tokenizer.pad_token_id
+    special_ids = set(tokenizer.all_special_ids)
+
+    def compute_metrics(eval_prediction) -> dict:
+        predictions, label_ids = eval_prediction.predictions, eval_prediction.label_ids
+        if isinstance(predictions, tuple):  # some models return (ids, extra outputs)
+            predictions = predictions[0]
+        predictions = np.where(np.asarray(predictions) == -100, pad_id, np.asarray(predictions))
+        label_ids = np.where(np.asarray(label_ids) == -100, pad_id, np.asarray(label_ids))
+
+        hypotheses = [text.strip() for text in tokenizer.batch_decode(predictions, skip_special_tokens=True)]
+        references = [text.strip() for text in tokenizer.batch_decode(label_ids, skip_special_tokens=True)]
+        predicted_tokens = [[int(t) for t in row if int(t) not in special_ids] for row in predictions]
+        return {
+            "bleu": corpus_bleu(hypotheses, references)["score"],
+            "repetition_ratio": repetition_ratio(predicted_tokens),
+        }
+
+    return compute_metrics

@@ -1,0 +1,590 @@
+"""GLAT: the Glancing Transformer for non-autoregressive translation (Qian et al., ACL 2021).
+
+Reads top to bottom like transformers' own model files: attention -> layers -> decoder input (copy
+and glance) -> PreTrainedModel -> GlatModel -> GlatForConditionalGeneration (losses and generate).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import BaseModelOutput, ModelOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.bart.modeling_bart import eager_attention_forward
+
+from .configuration_glat import GlatConfig
+from .ctc import ctc_collapse
+
+
+def _additive_key_mask(key_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, S) bool of real keys -> (B, 1, 1, S) additive mask, the form eager and sdpa attention both take."""
+    return torch.zeros(key_mask.shape, dtype=dtype, device=key_mask.device).masked_fill(
+        ~key_mask, torch.finfo(dtype).min
+    )[:, None, None, :]
+
+
+def _lengths_to_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
+    """(B,) lengths -> (B, L) bool, True on the first `length` positions."""
+    max_len = int(lengths.max()) if max_len is None else max_len
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class GlatAttention(nn.Module):
+    """Multi-head attention without a causal mask, through transformers' attention functions (eager, sdpa, ...)."""
+
+    def __init__(self, config: GlatConfig, num_heads: int):
+        super().__init__()
+        self.config = config
+        self.head_dim = config.d_model // num_heads
+        self.scaling = self.head_dim**-0.5
+        self.dropout = config.attention_dropout
+        self.is_causal = False  # every target position sees every other: the decoder is non-autoregressive
+        self.q_proj = nn.Linear(config.d_model, config.d_model)
+        self.k_proj = nn.Linear(config.d_model, config.d_model)
+        self.v_proj = nn.Linear(config.d_model, config.d_model)
+        self.out_proj = nn.Linear(config.d_model, config.d_model)
+
+    def forward(self, hidden_states, attention_mask, key_value_states=None):
+        batch, length, _ = hidden_states.shape
+        key_value_states = hidden_states if key_value_states is None else key_value_states
+
+        def heads(states):
+            return states.view(batch, states.shape[1], -1, self.head_dim).transpose(1, 2)
+
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        output, _ = attention(
+            self,
+            heads(self.q_proj(hidden_states)),
+            heads(self.k_proj(key_value_states)),
+            heads(self.v_proj(key_value_states)),
+            attention_mask,
+            dropout=self.dropout if self.training else 0.0,
+            scaling=self.scaling,
+        )
+        return self.out_proj(output.reshape(batch, length, -1))
+
+
+class GlatFeedForward(nn.Module):
+    def __init__(self, config: GlatConfig, ffn_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(config.d_model, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, config.d_model)
+        self.activation = ACT2FN[config.activation_function]
+        self.activation_dropout = config.activation_dropout
+
+    def forward(self, hidden_states):
+        hidden_states = self.activation(self.fc1(hidden_states))
+        hidden_states = F.dropout(hidden_states, self.activation_dropout, self.training)
+        return self.fc2(hidden_states)
+
+
+class GlatLayer(nn.Module):
+    """One Transformer layer: self-attention, optional cross-attention (decoder), feed-forward; pre- or post-norm."""
+
+    def __init__(self, config: GlatConfig, is_decoder: bool):
+        super().__init__()
+        side = "decoder" if is_decoder else "encoder"
+        heads, ffn_dim = getattr(config, f"{side}_attention_heads"), getattr(config, f"{side}_ffn_dim")
+        self.normalize_before = config.normalize_before
+        self.dropout = config.dropout
+        self.self_attn = GlatAttention(config, heads)
+        self.self_attn_layer_norm = nn.LayerNorm(config.d_model)
+        if is_decoder:
+            self.encoder_attn = GlatAttention(config, heads)
+            self.encoder_attn_layer_norm = nn.LayerNorm(config.d_model)
+        self.ffn = GlatFeedForward(config, ffn_dim)
+        self.final_layer_norm = nn.LayerNorm(config.d_model)
+
+    def _residual(self, hidden_states, layer_norm, sublayer):
+        output = sublayer(layer_norm(hidden_states) if self.normalize_before else hidden_states)
+        hidden_states = hidden_states + F.dropout(output, self.dropout, self.training)
+        return hidden_states if self.normalize_before else layer_norm(hidden_states)
+
+    def forward(self, hidden_states, attention_mask, encoder_hidden_states=None, encoder_attention_mask=None):
+        hidden_states = self._residual(
+            hidden_states, self.self_attn_layer_norm, lambda h: self.self_attn(h, attention_mask)
+        )
+        if encoder_hidden_states is not None:
+            hidden_states = self._residual(
+                hidden_states,
+                self.encoder_attn_layer_norm,
+                lambda h: self.encoder_attn(h, encoder_attention_mask, key_value_states=encoder_hidden_states),
+            )
+        return self._residual(hidden_states, self.final_layer_norm, self.ffn)
+
+
+class GlatStack(nn.Module):
+    """Learned positions + a stack of layers: the encoder (is_decoder=False) or the decoder (True)."""
+
+    def __init__(self, config: GlatConfig, is_decoder: bool):
+        super().__init__()
+        num_layers = config.decoder_layers if is_decoder else config.encoder_layers
+        self.embed_positions = nn.Embedding(config.max_position_embeddings, config.d_model)
+        self.layers = nn.ModuleList(GlatLayer(config, is_decoder) for _ in range(num_layers))
+        self.layer_norm = nn.LayerNorm(config.d_model) if config.normalize_before else nn.Identity()
+        self.dropout = config.dropout
+
+    def forward(self, inputs_embeds, mask, encoder_hidden_states=None, encoder_mask=None):
+        positions = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device)
+        hidden_states = F.dropout(inputs_embeds + self.embed_positions(positions), self.dropout, self.training)
+        attention_mask = _additive_key_mask(mask, hidden_states.dtype)
+        encoder_attention_mask = None
+        if encoder_hidden_states is not None:
+            encoder_attention_mask = _additive_key_mask(encoder_mask, hidden_states.dtype)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, attention_mask, encoder_hidden_states, encoder_attention_mask)
+        return self.layer_norm(hidden_states)
+
+
+def uniform_copy_indices(source_lengths: torch.Tensor, target_lengths: torch.Tensor, target_len: int) -> torch.Tensor:
+    """Source position copied to each target position: round(t * (S-1)/(T-1)) (Gu et al. 2018). (B, T) float."""
+    step = (source_lengths - 1).float() / (target_lengths - 1).clamp(min=1).float()
+    positions = torch.arange(target_len, device=source_lengths.device).float()
+    return (positions[None, :] * step[:, None]).clamp(max=(source_lengths - 1).float()[:, None])
+
+
+class GlatSoftCopy(nn.Module):
+    """Soft copy: each target position attends over the source embeddings (the official GLAT default input).
+
+    The score of source j for target t is a learned query(position t) . key(source j) plus the
+    distance prior -|j - t(S-1)/(T-1)| that centres position t on its uniform-copy source (the
+    official code's soft copy); the value is the source token embedding.
+    """
+
+    def __init__(self, config: GlatConfig):
+        super().__init__()
+        self.query = nn.Linear(config.d_model, config.d_model)
+        self.key = nn.Linear(config.d_model, config.d_model)
+        self.scaling = config.d_model**-0.5
+
+    def forward(self, target_positions, source_keys, source_values, source_mask, target_lengths):
+        scores = torch.einsum("td,bsd->bts", self.query(target_positions), self.key(source_keys)) * self.scaling
+        centres = uniform_copy_indices(source_mask.sum(1), target_lengths, target_positions.shape[0])
+        source_index = torch.arange(source_mask.shape[1], device=scores.device).float()
+        scores = scores - (source_index[None, None, :] - centres[:, :, None]).abs()
+        scores = scores.masked_fill(~source_mask[:, None, :], torch.finfo(scores.dtype).min)
+        return torch.softmax(scores, dim=-1) @ source_values
+
+
+@dataclass
+class GlatModelOutput(ModelOutput):
+    """Decoder states with the encoder states they attended to (reusable for a second, glancing pass)."""
+
+    last_hidden_state: torch.Tensor | None = None
+    decoder_mask: torch.Tensor | None = None
+    encoder_last_hidden_state: torch.Tensor | None = None
+    encoder_attention_mask: torch.Tensor | None = None
+
+
+@dataclass
+class GlatSeq2SeqLMOutput(ModelOutput):
+    """Output of [`GlatForConditionalGeneration`].
+
+    Args:
+        loss: token loss (label-smoothed NLL over the non-glanced target positions, or CTC) +
+            length_loss_factor x length loss.
+        logits: (B, T, V) token scores at every decoder position.
+        length_logits: (B, max_target_length + 1) scores of each target length (None for CTC).
+        decoder_mask: (B, T) bool, the real decoder positions.
+        encoder_outputs: pass back as `encoder_outputs=` to skip the encoder in a second pass.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    length_logits: torch.Tensor | None = None
+    token_loss: torch.Tensor | None = None
+    length_loss: torch.Tensor | None = None
+    decoder_mask: torch.Tensor | None = None
+    encoder_outputs: BaseModelOutput | None = None
+    encoder_attention_mask: torch.Tensor | None = None
+
+
+class GlatPreTrainedModel(PreTrainedModel):
+    config_class = GlatConfig
+    config: GlatConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["GlatLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+
+
+class GlatModel(GlatPreTrainedModel):
+    """Encoder with a `<length>` token, and a decoder without causal mask whose input is copied from the source.
+
+    One token embedding serves the encoder, the decoder's glanced inputs and (tied) the output layer:
+    the vocabulary is joint, and glancing feeds target embeddings from the output embedding matrix (§3.1).
+    """
+
+    def __init__(self, config: GlatConfig):
+        super().__init__(config)
+        self.shared = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_token_id)
+        self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
+        self.encoder = GlatStack(config, is_decoder=False)
+        self.decoder = GlatStack(config, is_decoder=True)
+        self.soft_copy = GlatSoftCopy(config) if config.decoder_input == "soft_copy" else None
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.shared
+
+    def set_input_embeddings(self, value):
+        self.shared = value
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.shared(ids) * self.embed_scale
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> BaseModelOutput:
+        """Encode `<length>` + source. Position 0 of the output feeds the length predictor."""
+        if input_ids.shape[1] + 1 > self.config.max_position_embeddings:
+            raise ValueError(
+                f"The source has {input_ids.shape[1]} tokens, but this model holds at most "
+                f"{self.config.max_position_embeddings - 1} (max_position_embeddings minus the <length> token). "
+                "Truncate it (the tokenizer and the glat-translation pipeline do with truncation=True)."
+            )
+        length_tokens = input_ids.new_full((input_ids.shape[0], 1), self.config.length_token_id)
+        ids = torch.cat([length_tokens, input_ids], dim=1)
+        mask = torch.cat([attention_mask.new_ones(input_ids.shape[0], 1), attention_mask], dim=1).bool()
+        return BaseModelOutput(last_hidden_state=self.encoder(self.embed(ids), mask))
+
+    def decoder_inputs(self, input_ids, attention_mask, decoder_mask, glance_mask=None, glance_ids=None):
+        """The decoder input H: copied from the source, and at glanced positions the target embeddings (eq. 5).
+
+        decoder_input "soft_copy" | "uniform_copy" copy the source token embeddings; "mask" uses the
+        `<mask>` embedding everywhere (paper Table 7). Where `glance_mask` is True, H takes the
+        embedding of `glance_ids` instead: the reference words in training, the kept predictions in
+        Mask-Predict refinement.
+        """
+        batch, target_len = decoder_mask.shape
+        target_lengths = decoder_mask.sum(1)
+        source_mask = attention_mask.bool()
+        mode = self.config.decoder_input
+        if mode == "mask":
+            inputs = self.embed(input_ids.new_full((batch, target_len), self.config.mask_token_id))
+        elif mode == "uniform_copy":
+            index = uniform_copy_indices(source_mask.sum(1), target_lengths, target_len).round().long()
+            inputs = self.embed(input_ids.gather(1, index))
+        else:
+            source_embeds = self.embed(input_ids)
+            source_positions = self.encoder.embed_positions(torch.arange(1, input_ids.shape[1] + 1, device=input_ids.device))
+            target_positions = self.decoder.embed_positions(torch.arange(target_len, device=input_ids.device))
+            inputs = self.soft_copy(
+                target_positions, source_embeds + source_positions, source_embeds, source_mask, target_lengths
+            )
+        if glance_mask is not None:
+            glanced = self.embed(glance_ids.clamp(min=0))
+            inputs = torch.where(glance_mask[..., None], glanced.to(inputs.dtype), inputs)
+        return inputs
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        decoder_mask: torch.Tensor,
+        encoder_outputs: BaseModelOutput | None = None,
+        glance_mask: torch.Tensor | None = None,
+        glance_ids: torch.Tensor | None = None,
+    ) -> GlatModelOutput:
+        if encoder_outputs is None:
+            encoder_outputs = self.encode(input_ids, attention_mask)
+        encoder_mask = torch.cat([attention_mask.new_ones(attention_mask.shape[0], 1), attention_mask], 1).bool()
+        inputs = self.decoder_inputs(input_ids, attention_mask, decoder_mask, glance_mask, glance_ids)
+        hidden = self.decoder(inputs, decoder_mask, encoder_outputs.last_hidden_state, encoder_mask)
+        return GlatModelOutput(
+            last_hidden_state=hidden,
+            decoder_mask=decoder_mask,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_attention_mask=encoder_mask,
+        )
+
+
+class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
+    """GLAT with its output layer, length predictor, losses and a non-autoregressive `generate`.
+
+    `forward(input_ids, attention_mask, labels)` trains the plain NAT objective; the glancing
+    trainer runs it twice, the second time with `glance_mask`/`glance_ids` and `encoder_outputs`
+    of the first (paper §3.1-3.2).
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
+
+    def __init__(self, config: GlatConfig):
+        super().__init__(config)
+        self.model = GlatModel(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.length_head = None if config.use_ctc else nn.Linear(config.d_model, config.max_target_length + 1)
+        self.post_init()
+        self.generation_config = GenerationConfig(
+            length_beam_size=1,
+            num_iterations=1,
+            max_length=config.max_target_length,
+            pad_token_id=config.pad_token_id,
+            bos_token_id=config.bos_token_id,
+            eos_token_id=config.eos_token_id,
+            decoder_start_token_id=config.decoder_start_token_id,
+        )
+
+    def get_input_embeddings(self):
+        return self.model.shared
+
+    def set_input_embeddings(self, value):
+        self.model.shared = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
+    # ----------------------------------------------------------------------------------------- lengths
+    def target_mask(self, labels: torch.Tensor) -> torch.Tensor:
+        """Real target positions of right-padded labels (padding is -100 or pad_token_id)."""
+        mask = (labels != -100) & (labels != self.config.pad_token_id)
+        if not torch.equal(mask, _lengths_to_mask(mask.sum(1), labels.shape[1])):
+            raise ValueError("labels must be right-padded (with -100 or pad_token_id), with no padding inside a sentence.")
+        return mask
+
+    def ctc_decoder_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """CTC decodes upsample_ratio x source length positions (paper: 2)."""
+        lengths = attention_mask.sum(1) * self.config.upsample_ratio
+        if int(lengths.max()) > self.config.max_position_embeddings:
+            raise ValueError(
+                f"CTC needs upsample_ratio x source length = {int(lengths.max())} decoder positions, more than "
+                f"max_position_embeddings ({self.config.max_position_embeddings}). Truncate the source."
+            )
+        return _lengths_to_mask(lengths)
+
+    def _check_target_fits(self, decoder_mask: torch.Tensor):
+        if decoder_mask.shape[1] > self.config.max_position_embeddings:
+            raise ValueError(
+                f"The target has {decoder_mask.shape[1]} positions, more than max_position_embeddings "
+                f"({self.config.max_position_embeddings}). Truncate the labels (max_target_length in training)."
+            )
+
+    # -------------------------------------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple | None = None,
+        decoder_lengths: torch.Tensor | None = None,
+        glance_mask: torch.Tensor | None = None,
+        glance_ids: torch.Tensor | None = None,
+        **kwargs,
+    ) -> GlatSeq2SeqLMOutput:
+        r"""
+        Args:
+            input_ids, attention_mask: the source, right-padded. `<length>` is prepended inside.
+            labels: (B, T) reference ids padded with -100 (or pad_token_id). Sets the decoder length
+                (non-CTC) and gives the loss.
+            encoder_outputs: the `encoder_outputs` of an earlier call on the same source: skips the encoder.
+            decoder_lengths: (B,) lengths to decode when there are no labels; default: the predicted length.
+            glance_mask: (B, T) bool, decoder positions whose input is the embedding of `glance_ids`
+                (default: the labels) instead of the copied source. These positions are left out of the
+                token loss (paper eq. 4); for CTC the loss covers the whole sequence.
+            glance_ids: (B, T) ids for the glanced positions (the aligned tokens, for CTC).
+        """
+        if attention_mask is None:
+            attention_mask = (input_ids != self.config.pad_token_id).long()
+        if isinstance(encoder_outputs, (tuple, list)):
+            encoder_outputs = BaseModelOutput(last_hidden_state=encoder_outputs[0])
+        if encoder_outputs is None:
+            encoder_outputs = self.model.encode(input_ids, attention_mask)
+        length_logits = None
+        if not self.config.use_ctc:
+            length_logits = self.length_head(encoder_outputs.last_hidden_state[:, 0])
+
+        if self.config.use_ctc:
+            decoder_mask = self.ctc_decoder_mask(attention_mask)
+        elif labels is not None:
+            decoder_mask = self.target_mask(labels)
+        else:
+            if decoder_lengths is None:
+                decoder_lengths = length_logits[:, 1:].argmax(-1) + 1
+            decoder_mask = _lengths_to_mask(decoder_lengths)
+        self._check_target_fits(decoder_mask)
+        if glance_mask is not None:
+            glance_mask = glance_mask & decoder_mask
+            if glance_ids is None:
+                glance_ids = labels
+
+        outputs = self.model(input_ids, attention_mask, decoder_mask, encoder_outputs, glance_mask, glance_ids)
+        logits = self.lm_head(outputs.last_hidden_state)
+
+        loss = token_loss = length_loss = None
+        if labels is not None:
+            if self.config.use_ctc:
+                token_loss = self.ctc_loss(logits, decoder_mask, labels)
+                loss = token_loss
+            else:
+                loss_mask = decoder_mask if glance_mask is None else decoder_mask & ~glance_mask
+                token_loss = self.token_loss(logits, labels, loss_mask)
+                length_loss = self.length_loss(length_logits, decoder_mask.sum(1))
+                loss = token_loss + self.config.length_loss_factor * length_loss
+        return GlatSeq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            length_logits=length_logits,
+            token_loss=token_loss,
+            length_loss=length_loss,
+            decoder_mask=decoder_mask,
+            encoder_outputs=encoder_outputs,
+            encoder_attention_mask=outputs.encoder_attention_mask,
+        )
+
+    def token_loss(self, logits, labels, loss_mask) -> torch.Tensor:
+        """Label-smoothed NLL, averaged over the positions of `loss_mask` (0 if every position was glanced)."""
+        losses = F.cross_entropy(
+            logits[loss_mask].float(), labels[loss_mask], label_smoothing=self.config.label_smoothing, reduction="sum"
+        )
+        return losses / loss_mask.sum().clamp(min=1)
+
+    def length_loss(self, length_logits, target_lengths) -> torch.Tensor:
+        """Cross-entropy of the target length; targets longer than max_target_length count as the last class."""
+        return F.cross_entropy(length_logits.float(), target_lengths.clamp(max=self.config.max_target_length))
+
+    def ctc_loss(self, logits, decoder_mask, labels) -> torch.Tensor:
+        """CTC over the upsampled decoder positions with `<blank>` (Graves et al. 2006), mean over target tokens."""
+        target_mask = self.target_mask(labels)
+        log_probs = torch.log_softmax(logits.float(), dim=-1).transpose(0, 1)
+        return F.ctc_loss(
+            log_probs,
+            labels.masked_fill(~target_mask, self.config.pad_token_id),
+            decoder_mask.sum(1),
+            target_mask.sum(1),
+            blank=self.config.blank_token_id,
+            zero_infinity=True,  # a target longer than the upsampled source cannot be aligned: no gradient
+        )
+
+    # ------------------------------------------------------------------------------------------- generate
+    @torch.inference_mode()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        length_beam_size: int | None = None,
+        reranker: PreTrainedModel | None = None,
+        num_iterations: int | None = None,
+        max_length: int | None = None,
+        generation_config: GenerationConfig | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        """Translate in one parallel decoder pass (paper §3.3).
+
+        Predicts the target length, then decodes every position at once by argmax. With
+        `length_beam_size=m > 1` this is noisy parallel decoding: the top-m lengths are decoded in the
+        same batched pass and the candidate with the best mean token log-probability is kept, or the
+        best by `reranker` (a transformers seq2seq model with the same vocabulary, e.g. the AR teacher,
+        scoring all candidates by teacher forcing in one pass). `num_iterations > 1` adds Mask-Predict
+        refinement (paper Figure 5). CTC models decode upsample_ratio x source length positions and
+        collapse them (merge repeats, drop `<blank>`); NPD does not apply to them.
+
+        Returns (B, L) token ids padded with pad_token_id. Unused keyword arguments (labels,
+        synced_gpus, ... passed by Seq2SeqTrainer) are ignored; `max_length` caps the target length.
+        """
+        config = self.config
+        generation_config = generation_config or self.generation_config
+        if length_beam_size is None:
+            length_beam_size = getattr(generation_config, "length_beam_size", 1)
+        if num_iterations is None:
+            num_iterations = getattr(generation_config, "num_iterations", 1)
+        max_length = min(max_length or generation_config.max_length or config.max_target_length, config.max_target_length)
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}.")
+        if attention_mask is None:
+            attention_mask = (input_ids != config.pad_token_id).long()
+        if not isinstance(num_iterations, int) or num_iterations < 1:
+            raise ValueError(f"num_iterations must be a positive integer, got {num_iterations!r}.")
+        if not isinstance(length_beam_size, int) or not 1 <= length_beam_size <= max_length:
+            raise ValueError(
+                f"length_beam_size must be an integer from 1 to the number of allowed lengths ({max_length}), "
+                f"got {length_beam_size!r}."
+            )
+        if config.use_ctc and length_beam_size > 1:
+            raise ValueError("length_beam_size > 1 (noisy parallel decoding) needs a length predictor; CTC models have none.")
+        if reranker is not None:
+            self._check_reranker(reranker)
+
+        encoder_outputs = self.model.encode(input_ids, attention_mask)
+        if config.use_ctc:
+            decoder_mask = self.ctc_decoder_mask(attention_mask)
+        else:
+            length_logits = self.length_head(encoder_outputs.last_hidden_state[:, 0])
+            allowed = torch.arange(length_logits.shape[-1], device=input_ids.device)
+            allowed = (allowed >= 1) & (allowed <= max_length)
+            lengths = length_logits.masked_fill(~allowed, float("-inf")).topk(length_beam_size, dim=-1).indices
+            decoder_mask = _lengths_to_mask(lengths.flatten())  # (B*m, T): candidates of a sentence are adjacent
+
+        # Every length candidate in one batch.
+        def repeat(tensor):
+            return tensor.repeat_interleave(length_beam_size, dim=0)
+
+        source_ids, source_mask = repeat(input_ids), repeat(attention_mask)
+        encoder_outputs = BaseModelOutput(last_hidden_state=repeat(encoder_outputs.last_hidden_state))
+        tokens, token_scores = self._decode(source_ids, source_mask, decoder_mask, encoder_outputs)
+        for iteration in range(1, num_iterations):
+            tokens, token_scores = self._refine(
+                source_ids, source_mask, decoder_mask, encoder_outputs, tokens, token_scores, iteration, num_iterations
+            )
+
+        tokens = tokens.masked_fill(~decoder_mask, config.pad_token_id)
+        if config.use_ctc:
+            return ctc_collapse(tokens, config.blank_token_id, config.pad_token_id, mask=decoder_mask)
+        if length_beam_size > 1:
+            if reranker is None:
+                scores = (token_scores * decoder_mask).sum(1) / decoder_mask.sum(1)
+            else:
+                scores = self.reranker_scores(reranker, source_ids, source_mask, tokens)
+            best = scores.view(-1, length_beam_size).argmax(-1)
+            tokens = tokens.view(-1, length_beam_size, tokens.shape[-1])[torch.arange(best.shape[0]), best]
+        longest = int((tokens != config.pad_token_id).sum(1).max())
+        return tokens[:, : max(longest, 1)]
+
+    def _decode(self, input_ids, attention_mask, decoder_mask, encoder_outputs, glance_mask=None, glance_ids=None):
+        """One parallel decoder pass: argmax tokens and their log-probabilities."""
+        outputs = self.model(input_ids, attention_mask, decoder_mask, encoder_outputs, glance_mask, glance_ids)
+        log_probs = torch.log_softmax(self.lm_head(outputs.last_hidden_state).float(), dim=-1)
+        scores, tokens = log_probs.max(-1)
+        return tokens, scores
+
+    def _refine(self, input_ids, attention_mask, decoder_mask, encoder_outputs, tokens, scores, iteration, total):
+        """Mask-Predict step (Ghazvininejad et al. 2019): re-predict the T(N-t)/N least confident tokens.
+
+        The kept tokens are fed as glanced inputs, the way GLAT saw reference words in training.
+        """
+        lengths = decoder_mask.sum(1)
+        num_masked = (lengths * (total - iteration)) // total
+        rank = scores.masked_fill(~decoder_mask, float("inf")).argsort(dim=1).argsort(dim=1)
+        remask = rank < num_masked[:, None]
+        new_tokens, new_scores = self._decode(
+            input_ids, attention_mask, decoder_mask, encoder_outputs, decoder_mask & ~remask, tokens
+        )
+        return torch.where(remask, new_tokens, tokens), torch.where(remask, new_scores, scores)
+
+    def _check_reranker(self, reranker):
+        vocab = reranker.get_output_embeddings().weight.shape[0]
+        if vocab != self.config.vocab_size or reranker.config.pad_token_id != self.config.pad_token_id:
+            raise ValueError(
+                f"The reranker's vocabulary ({vocab} tokens, pad id {reranker.config.pad_token_id}) differs from this "
+                f"model's ({self.config.vocab_size} tokens, pad id {self.config.pad_token_id}): it must share the tokenizer."
+            )
+
+    def reranker_scores(self, reranker, input_ids, attention_mask, candidates) -> torch.Tensor:
+        """Mean log-probability of each candidate under `reranker` by teacher forcing: minus its own loss."""
+        labels = candidates.masked_fill(candidates == self.config.pad_token_id, -100)
+        logits = reranker(input_ids=input_ids, attention_mask=attention_mask, labels=labels).logits
+        log_probs = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+        mask = labels != -100
+        return (log_probs * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+__all__ = ["GlatPreTrainedModel", "GlatModel", "GlatForConditionalGeneration", "GlatSeq2SeqLMOutput"]

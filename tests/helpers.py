@@ -1,0 +1,50 @@
+"""Small models and data shared by the tests."""
+
+import gzip
+from pathlib import Path
+
+from transformers import MarianConfig, MarianMTModel
+
+from glat_hf import GlatConfig, GlatForConditionalGeneration, train_tokenizer
+
+TINY_SIZES = dict(
+    d_model=32,
+    encoder_layers=1,
+    decoder_layers=1,
+    encoder_attention_heads=2,
+    decoder_attention_heads=2,
+    encoder_ffn_dim=64,
+    decoder_ffn_dim=64,
+    max_position_embeddings=64,
+    max_target_length=40,
+)
+
+
+def tiny_config(vocab_size=60, **overrides) -> GlatConfig:
+    return GlatConfig(vocab_size=vocab_size, **{**TINY_SIZES, **overrides})
+
+
+def tiny_model(vocab_size=60, **overrides) -> GlatForConditionalGeneration:
+    return GlatForConditionalGeneration(tiny_config(vocab_size, **overrides)).eval()
+
+
+def tiny_marian(vocab_size=60) -> MarianMTModel:
+    """An autoregressive model with the same vocabulary: the reranker of the NPD tests."""
+    config = MarianConfig(
+        vocab_size=vocab_size, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
+        pad_token_id=0, eos_token_id=2, decoder_start_token_id=0, forced_eos_token_id=None,
+    )  # fmt: skip
+    return MarianMTModel(config).eval()
+
+
+def read_pairs(multi30k_dir: Path, split="train", count=64, source="en", target="de"):
+    def lines(lang):
+        with gzip.open(multi30k_dir / f"{split}.{lang}.gz", "rt", encoding="utf-8") as file:
+            return [next(file).rstrip("\n") for _ in range(count)]
+
+    return lines(source), lines(target)
+
+
+def tokenizer_for(texts, vocab_size=400):
+    return train_tokenizer(texts, vocab_size=vocab_size, min_frequency=1)

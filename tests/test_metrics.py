@@ -1,0 +1,84 @@
+"""BLEU (sacrebleu), token repetition ratio, BLEU by source length, and the Trainer's compute_metrics."""
+
+import numpy as np
+import pytest
+import sacrebleu
+from transformers import EvalPrediction
+
+from glat_hf.metrics import bleu_by_length, compute_translation_metrics, corpus_bleu, repetition_ratio
+from glat_hf.tokenization import train_tokenizer
+
+HYPOTHESES = ["the cat sat on the mat .", "a dog runs in the park", "two men are playing soccer outside"]
+REFERENCES = ["the cat sat on a mat .", "a dog is running in the park", "two men play soccer outside ."]
+
+
+def test_bleu_equals_sacrebleu():
+    result = corpus_bleu(HYPOTHESES, REFERENCES)
+    expected = sacrebleu.corpus_bleu(HYPOTHESES, [REFERENCES]).score
+    assert result["score"] == pytest.approx(expected)
+    assert 0 < result["score"] < 100
+    assert "tok:13a" in result["signature"]
+
+
+def test_bleu_of_identical_text_is_100():
+    assert corpus_bleu(REFERENCES, REFERENCES)["score"] == pytest.approx(100.0)
+
+
+def test_bleu_rejects_unequal_lengths():
+    with pytest.raises(ValueError, match="3 hypotheses but 2 references"):
+        corpus_bleu(HYPOTHESES, REFERENCES[:2])
+
+
+def test_repetition_ratio_counts_consecutive_repeats():
+    # "a a a b": 2 repeats of 4 tokens; "c d": 0 of 2  ->  2 / 6 over the corpus
+    assert repetition_ratio([["a", "a", "a", "b"], ["c", "d"]]) == pytest.approx(2 / 6)
+    assert repetition_ratio(["a a a b", "c d"]) == pytest.approx(2 / 6)
+    assert repetition_ratio([[7, 7, 8, 7]]) == pytest.approx(1 / 4)  # a non-adjacent repeat does not count
+    assert repetition_ratio([["a"], ["a"]]) == 0.0  # nor does one across sentences
+    assert repetition_ratio([]) == 0.0
+    assert repetition_ratio([[5, 5, 5, 5]]) == pytest.approx(3 / 4)
+
+
+def test_bleu_by_length_buckets():
+    sources = ["one two", "w " * 15, "w " * 60, "three words here"]
+    hypotheses = [HYPOTHESES[0], HYPOTHESES[1], HYPOTHESES[2], REFERENCES[0]]
+    references = [REFERENCES[0], REFERENCES[1], REFERENCES[2], REFERENCES[0]]
+    rows = bleu_by_length(sources, hypotheses, references)
+    assert [row["bucket"] for row in rows] == ["1-10", "11-20", "21-30", "31-40", "41-50", ">50"]
+    assert [row["count"] for row in rows] == [2, 1, 0, 0, 0, 1]
+    assert rows[0]["bleu"] == pytest.approx(corpus_bleu(hypotheses[::3], references[::3])["score"])
+    assert rows[2]["bleu"] is None
+    with pytest.raises(ValueError, match="equally many"):
+        bleu_by_length(sources[:2], hypotheses, references)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    texts = REFERENCES + HYPOTHESES + ["a cat and a dog play in the grass ."] * 3
+    return train_tokenizer(texts, vocab_size=200, min_frequency=1)
+
+
+def test_compute_metrics_handles_minus_100_padding(tokenizer):
+    predictions = [tokenizer(text)["input_ids"] for text in HYPOTHESES]
+    labels = [tokenizer(text)["input_ids"] for text in REFERENCES]
+    width = max(map(len, predictions + labels)) + 3
+    # Seq2SeqTrainer pads across batches with -100, labels are padded with -100 by the collator
+    padded_predictions = np.array([row + [-100] * (width - len(row)) for row in predictions])
+    padded_labels = np.array([row + [-100] * (width - len(row)) for row in labels])
+    padded_predictions[0, len(predictions[0])] = tokenizer.pad_token_id  # a real pad before the -100s
+
+    compute_metrics = compute_translation_metrics(tokenizer)
+    metrics = compute_metrics(EvalPrediction(predictions=padded_predictions, label_ids=padded_labels))
+
+    assert metrics["bleu"] == pytest.approx(corpus_bleu(HYPOTHESES, REFERENCES)["score"])
+    content = [[t for t in row if t not in tokenizer.all_special_ids] for row in predictions]
+    assert metrics["repetition_ratio"] == pytest.approx(repetition_ratio(content))
+
+
+def test_compute_metrics_sees_repeated_tokens(tokenizer):
+    dog = tokenizer("dog", add_special_tokens=False)["input_ids"]
+    assert len(dog) == 1
+    prediction = np.array([dog * 4 + [tokenizer.eos_token_id, -100]])
+    labels = np.array([dog + [tokenizer.eos_token_id, -100, -100, -100, -100]])
+    metrics = compute_translation_metrics(tokenizer)(EvalPrediction(predictions=prediction, label_ids=labels))
+    assert metrics["repetition_ratio"] == pytest.approx(3 / 4)

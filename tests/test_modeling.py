@@ -1,0 +1,169 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from glat_hf import GlatForConditionalGeneration
+from helpers import tiny_marian, tiny_model
+
+SOURCE = torch.tensor([[7, 8, 9, 10, 2], [11, 12, 2, 0, 0], [13, 14, 15, 2, 0]])
+LABELS = torch.tensor([[20, 21, 22, 23, 2, -100], [24, 25, 26, 27, 28, 2], [29, 2, -100, -100, -100, -100]])
+
+
+@pytest.mark.parametrize("decoder_input", ["soft_copy", "uniform_copy", "mask"])
+def test_forward_shapes_and_loss(decoder_input):
+    model = tiny_model(decoder_input=decoder_input).train()
+    out = model(SOURCE, labels=LABELS)
+    assert out.logits.shape == (3, 6, 60)
+    assert out.length_logits.shape == (3, 41)
+    assert out.decoder_mask.sum(1).tolist() == [5, 6, 2]
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    assert model.model.shared.weight.grad.abs().sum() > 0
+
+
+def test_loss_is_the_smoothed_nll_of_the_positions_not_glanced_plus_length_loss():
+    model = tiny_model(label_smoothing=0.1, length_loss_factor=0.1, dropout=0.0)
+    glance = torch.zeros(LABELS.shape, dtype=torch.bool)
+    glance[:, :2] = True  # glance the first two words of every sentence
+    out = model(SOURCE, labels=LABELS, glance_mask=glance)
+    kept = (LABELS != -100) & ~glance
+    expected_tokens = F.cross_entropy(out.logits[kept], LABELS[kept], label_smoothing=0.1)
+    expected_length = F.cross_entropy(out.length_logits, torch.tensor([5, 6, 2]))
+    torch.testing.assert_close(out.token_loss, expected_tokens)
+    torch.testing.assert_close(out.loss, expected_tokens + 0.1 * expected_length)
+
+
+def test_glanced_positions_take_the_reference_embeddings():
+    """Pass 2 input (eq. 5): glanced positions hold the target word embedding, the rest the copied source."""
+    model = tiny_model()
+    mask = model.target_mask(LABELS)
+    glance = torch.zeros_like(mask)
+    glance[0, 1] = glance[1, 3] = True
+    copied = model.model.decoder_inputs(SOURCE, SOURCE.ne(0), mask)
+    glanced = model.model.decoder_inputs(SOURCE, SOURCE.ne(0), mask, glance, LABELS)
+    torch.testing.assert_close(glanced[0, 1], model.model.embed(LABELS[0, 1]))
+    torch.testing.assert_close(glanced[1, 3], model.model.embed(LABELS[1, 3]))
+    torch.testing.assert_close(glanced[~glance], copied[~glance])
+
+
+def test_second_pass_can_reuse_the_encoder():
+    model = tiny_model()
+    first = model(SOURCE, labels=LABELS)
+    second = model(SOURCE, labels=LABELS, encoder_outputs=first.encoder_outputs)
+    torch.testing.assert_close(first.logits, second.logits)
+
+
+def test_ctc_loss_matches_torch_ctc():
+    model = tiny_model(use_ctc=True, upsample_ratio=2)
+    out = model(SOURCE, labels=LABELS)
+    assert out.length_logits is None
+    assert out.logits.shape[1] == 2 * SOURCE.shape[1]
+    log_probs = torch.log_softmax(out.logits, -1).transpose(0, 1)
+    expected = F.ctc_loss(log_probs, LABELS.clamp(min=0), torch.tensor([10, 6, 8]), torch.tensor([5, 6, 2]), blank=6)
+    torch.testing.assert_close(out.loss, expected)
+
+
+def test_generate_returns_pad_padded_ids_and_honours_max_length():
+    model = tiny_model()
+    out = model.generate(SOURCE, SOURCE.ne(0), max_length=3)
+    assert out.dim() == 2 and out.shape[0] == 3 and out.shape[1] <= 3
+    assert (out.ne(0).sum(1) >= 1).all()
+    # Seq2SeqTrainer passes these; they are accepted and ignored.
+    assert model.generate(SOURCE, labels=LABELS, synced_gpus=False).shape[0] == 3
+
+
+def _single_length_candidate(model, source, length):
+    with torch.no_grad():
+        out = model(source[None], decoder_lengths=torch.tensor([length]))
+    log_probs = torch.log_softmax(out.logits[0], -1)
+    scores, tokens = log_probs.max(-1)
+    return tokens, scores.mean()
+
+
+def test_npd_keeps_the_candidate_that_decoding_each_length_separately_would_pick():
+    torch.manual_seed(1)
+    model = tiny_model()
+    m = 5
+    chosen = model.generate(SOURCE, length_beam_size=m)
+    for i, source in enumerate(SOURCE):
+        source = source[source.ne(0)]
+        length_logits = model(source[None], decoder_lengths=torch.tensor([1])).length_logits[0]
+        lengths = length_logits[1:].topk(m).indices + 1
+        candidates = [_single_length_candidate(model, source, int(length)) for length in lengths]
+        best_tokens = max(candidates, key=lambda c: float(c[1]))[0]
+        got = chosen[i][chosen[i].ne(0)]
+        assert torch.equal(got, best_tokens), f"sentence {i}"
+
+
+def test_npd_with_reranker_picks_the_reranker_best_and_scores_equal_its_loss():
+    torch.manual_seed(2)
+    model, reranker = tiny_model(), tiny_marian()
+    m = 4
+    chosen = model.generate(SOURCE, length_beam_size=m, reranker=reranker)
+    for i, source in enumerate(SOURCE):
+        source = source[source.ne(0)][None]
+        length_logits = model(source, decoder_lengths=torch.tensor([1])).length_logits[0]
+        candidates = [_single_length_candidate(model, source[0], int(n) + 1)[0] for n in length_logits[1:].topk(m).indices]
+        with torch.no_grad():
+            losses = [float(reranker(input_ids=source, labels=c[None]).loss) for c in candidates]
+        scores = model.reranker_scores(reranker, source.repeat(m, 1), source.ne(0).repeat(m, 1),
+                                       torch.nn.utils.rnn.pad_sequence(candidates, batch_first=True))  # fmt: skip
+        torch.testing.assert_close(scores, -torch.tensor(losses), rtol=1e-4, atol=1e-5)
+        best = candidates[min(range(m), key=losses.__getitem__)]
+        got = chosen[i][chosen[i].ne(0)]
+        assert torch.equal(got, best), f"sentence {i}"
+
+
+def test_mask_predict_refinement_changes_only_low_confidence_tokens_and_keeps_lengths():
+    torch.manual_seed(3)
+    model = tiny_model()
+    once = model.generate(SOURCE)
+    refined = model.generate(SOURCE, num_iterations=4)
+    assert torch.equal(once.ne(0).sum(1), refined.ne(0).sum(1))
+
+
+def test_ctc_generate_collapses_repeats_and_blanks():
+    model = tiny_model(use_ctc=True)
+    with torch.no_grad():  # make <blank> and token 30 the only likely outputs
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[6] = 1.0
+    model.model.shared.weight.data[:, :] = model.lm_head.weight.data  # keep the tie explicit
+    out = model.generate(SOURCE)
+    assert not (out == 6).any(), "blanks must be dropped"
+    adjacent_repeats = (out[:, 1:] == out[:, :-1]) & out[:, 1:].ne(0)
+    assert not adjacent_repeats.any()
+    with pytest.raises(ValueError, match="CTC"):
+        model.generate(SOURCE, length_beam_size=2)
+
+
+def test_input_longer_than_the_positions_is_a_clear_error():
+    model = tiny_model()
+    too_long = torch.full((1, 64), 9)
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        model.generate(too_long)
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        model(too_long, labels=LABELS[:1])
+
+
+@pytest.mark.parametrize("beam", [0, -1, 41, 2.5])
+def test_bad_length_beam_size(beam):
+    with pytest.raises(ValueError, match="length_beam_size"):
+        tiny_model().generate(SOURCE, length_beam_size=beam)
+
+
+def test_reranker_with_another_vocabulary_is_rejected():
+    with pytest.raises(ValueError, match="vocabulary"):
+        tiny_model().generate(SOURCE, length_beam_size=2, reranker=tiny_marian(vocab_size=61))
+
+
+def test_labels_padded_inside_a_sentence_are_rejected():
+    bad = torch.tensor([[20, -100, 22, 2]])
+    with pytest.raises(ValueError, match="right-padded"):
+        tiny_model()(SOURCE[:1], labels=bad)
+
+
+def test_tied_output_embeddings():
+    model = tiny_model()
+    assert model.lm_head.weight is model.model.shared.weight
+    untied = GlatForConditionalGeneration(model.config.__class__(**{**model.config.to_dict(), "tie_word_embeddings": False}))
+    assert untied.lm_head.weight is not untied.model.shared.weight
