@@ -11,6 +11,7 @@ from .configuration_glat import GlatConfig
 from .modeling_glat import GlatForConditionalGeneration, GlatModel, GlatPreTrainedModel
 from .pipeline_glat import GlatTranslationPipeline
 from .tokenization import train_tokenizer
+from .trainer import GlatTrainer, GlatTrainingArguments
 
 AutoConfig.register("glat", GlatConfig, exist_ok=True)
 AutoModelForSeq2SeqLM.register(GlatConfig, GlatForConditionalGeneration, exist_ok=True)
@@ -27,6 +28,8 @@ __all__ = [
     "GlatForConditionalGeneration",
     "GlatModel",
     "GlatPreTrainedModel",
+    "GlatTrainer",
+    "GlatTrainingArguments",
     "GlatTranslationPipeline",
     "train_tokenizer",
 ]

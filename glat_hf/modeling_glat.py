@@ -7,7 +7,9 @@ and glance) -> PreTrainedModel -> GlatModel -> GlatForConditionalGeneration (los
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +29,17 @@ def _additive_key_mask(key_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tens
     return torch.zeros(key_mask.shape, dtype=dtype, device=key_mask.device).masked_fill(
         ~key_mask, torch.finfo(dtype).min
     )[:, None, None, :]
+
+
+@contextmanager
+def _replayed_randomness(seed: int | None, device: torch.device):
+    """Run a block with the random state `seed` (then restore the outer one); a no-op for None."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 def _lengths_to_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
@@ -315,6 +328,7 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
     """
 
     _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
+    accepts_loss_kwargs = False  # the loss is a mean over the batch's tokens, not over num_items_in_batch
 
     def __init__(self, config: GlatConfig):
         super().__init__(config)
@@ -379,6 +393,8 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         decoder_lengths: torch.Tensor | None = None,
         glance_mask: torch.Tensor | None = None,
         glance_ids: torch.Tensor | None = None,
+        glance_fn: Callable | None = None,
+        same_dropout: bool = True,
         **kwargs,
     ) -> GlatSeq2SeqLMOutput:
         r"""
@@ -392,6 +408,12 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
                 (default: the labels) instead of the copied source. These positions are left out of the
                 token loss (paper eq. 4); for CTC the loss covers the whole sequence.
             glance_ids: (B, T) ids for the glanced positions (the aligned tokens, for CTC).
+            glance_fn: glancing training in one call (paper §3.2), so that the encoder runs once and a
+                DDP-wrapped model sees one forward per backward: pass 1 decodes without gradient,
+                `glance_fn(first_pass_logits, labels, decoder_mask)` returns `(glance_mask, glance_ids)`,
+                and pass 2 decodes with them. The trainer's glancing policy is such a function.
+            same_dropout: with `glance_fn`, replay pass 1's random state in pass 2, so that both passes
+                draw the same dropout masks.
         """
         if attention_mask is None:
             attention_mask = (input_ids != self.config.pad_token_id).long()
@@ -412,12 +434,20 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
                 decoder_lengths = length_logits[:, 1:].argmax(-1) + 1
             decoder_mask = _lengths_to_mask(decoder_lengths)
         self._check_target_fits(decoder_mask)
+        dropout_seed = None
+        if glance_fn is not None:
+            # One seed a step from the global generator (which Trainer checkpoints): both passes replay it.
+            dropout_seed = int(torch.randint(2**62, ())) if same_dropout and self.training else None
+            glance_mask, glance_ids = self._first_pass(
+                input_ids, attention_mask, decoder_mask, encoder_outputs, labels, glance_fn, dropout_seed
+            )
         if glance_mask is not None:
             glance_mask = glance_mask & decoder_mask
             if glance_ids is None:
                 glance_ids = labels
 
-        outputs = self.model(input_ids, attention_mask, decoder_mask, encoder_outputs, glance_mask, glance_ids)
+        with _replayed_randomness(dropout_seed, input_ids.device):
+            outputs = self.model(input_ids, attention_mask, decoder_mask, encoder_outputs, glance_mask, glance_ids)
         logits = self.lm_head(outputs.last_hidden_state)
 
         loss = token_loss = length_loss = None
@@ -440,6 +470,13 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
             encoder_outputs=encoder_outputs,
             encoder_attention_mask=outputs.encoder_attention_mask,
         )
+
+    def _first_pass(self, input_ids, attention_mask, decoder_mask, encoder_outputs, labels, glance_fn, dropout_seed):
+        """Pass 1 of glancing training: decode without gradient, then let `glance_fn` choose what to glance."""
+        detached = BaseModelOutput(last_hidden_state=encoder_outputs.last_hidden_state.detach())
+        with torch.no_grad(), _replayed_randomness(dropout_seed, input_ids.device):
+            logits = self.lm_head(self.model(input_ids, attention_mask, decoder_mask, detached).last_hidden_state)
+        return glance_fn(logits, labels, decoder_mask)
 
     def token_loss(self, logits, labels, loss_mask) -> torch.Tensor:
         """Label-smoothed NLL, averaged over the positions of `loss_mask` (0 if every position was glanced)."""
