@@ -23,7 +23,7 @@ test: install
 	$(OFFLINE) GLAT_DATA_DIR=$(GLAT_DATA_DIR) $(BIN)/python -m pytest
 
 demo: install
-	$(OFFLINE) GLAT_DATA_DIR=$(GLAT_DATA_DIR) $(BIN)/python training/demo.py
+	$(OFFLINE) GLAT_DATA_DIR=$(GLAT_DATA_DIR) $(BIN)/python training/train.py training/recipes/demo.json
 
 clean:
 	rm -rf $(VENV) outputs

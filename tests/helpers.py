@@ -7,6 +7,8 @@ from transformers import MarianConfig, MarianMTModel
 
 from glat_hf import GlatConfig, GlatForConditionalGeneration, train_tokenizer
 
+REPO = Path(__file__).resolve().parents[1]
+
 TINY_SIZES = dict(
     d_model=32,
     encoder_layers=1,

@@ -1,0 +1,106 @@
+"""The glancing trainer: the two passes, the policy, the schedule, and that glancing training learns."""
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import DataCollatorForSeq2Seq
+
+from glat_hf import GlatConfig, GlatForConditionalGeneration, GlatTrainer, GlatTrainingArguments
+from glat_hf.trainer import GlancingPolicy
+from helpers import read_pairs, tiny_model, tokenizer_for
+
+SOURCE = torch.tensor([[7, 8, 9, 10, 2], [11, 12, 2, 0, 0]])
+LABELS = torch.tensor([[20, 21, 22, 23, 2, -100], [24, 25, 26, 27, 28, 2]])
+
+
+def no_glance(captured):
+    def glance_fn(logits, labels, decoder_mask):
+        captured.append(logits.clone())
+        return torch.zeros_like(decoder_mask), labels.masked_fill(~decoder_mask, 0)
+
+    return glance_fn
+
+
+@pytest.mark.parametrize("same_dropout", [True, False])
+def test_both_passes_draw_the_same_dropout_masks_unless_told_not_to(same_dropout):
+    model = tiny_model(dropout=0.3, attention_dropout=0.2).train()
+    first = []
+    out = model(SOURCE, labels=LABELS, glance_fn=no_glance(first), same_dropout=same_dropout)
+    # Nothing glanced: pass 2 sees pass 1's input, so its logits differ only through dropout.
+    assert torch.allclose(out.logits, first[0], atol=1e-5) == same_dropout
+
+
+def test_two_pass_forward_trains_encoder_and_decoder():
+    model = tiny_model().train()
+    args = GlatTrainingArguments(output_dir="unused", report_to=[], glancing_schedule="constant")
+    out = model(SOURCE, labels=LABELS, glance_fn=GlancingPolicy(args, model.config))
+    out.loss.backward()
+    assert model.model.encoder.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+    assert model.model.decoder.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+
+
+def test_policy_glances_lambda_times_hamming_positions():
+    model = tiny_model()
+    args = GlatTrainingArguments(output_dir="unused", report_to=[], glancing_ratio_start=0.5)
+    policy = GlancingPolicy(args, model.config)
+    decoder_mask = LABELS != -100
+    logits = torch.full((2, 6, 60), -5.0)
+    logits[..., 3] = 5.0  # pass 1 predicts token 3 everywhere: every real position is wrong
+    glanced, references = policy(logits, LABELS, decoder_mask)
+    assert glanced.sum(1).tolist() == [2, 3]  # floor(0.5 * 5), floor(0.5 * 6)
+    assert not glanced[~decoder_mask].any()
+    assert torch.equal(references[decoder_mask], LABELS[decoder_mask])
+    assert float(policy.stats["glanced_fraction"][0]) == pytest.approx(5 / 11)
+
+
+def test_ctc_policy_glances_the_best_alignment():
+    model = tiny_model(use_ctc=True)
+    args = GlatTrainingArguments(output_dir="unused", report_to=[], glancing_ratio_start=1.0)
+    policy = GlancingPolicy(args, model.config)
+    labels = torch.tensor([[20, 21, 2]])
+    decoder_mask = torch.ones(1, 8, dtype=torch.bool)
+    glanced, aligned = policy(torch.randn(1, 8, 60), labels, decoder_mask)
+    kept = aligned[0][aligned[0] != 6]
+    collapsed = kept[torch.cat([torch.tensor([True]), kept[1:] != kept[:-1]])]
+    assert collapsed.tolist() == [20, 21, 2]
+
+
+def test_bad_flag_names_itself():
+    with pytest.raises(ValueError, match="glance_selection"):
+        GlatTrainingArguments(output_dir="unused", report_to=[], glance_selection="best")
+
+
+def test_glancing_training_learns_and_glances_less_as_the_first_pass_improves(multi30k_dir, tmp_path):
+    torch.manual_seed(0)
+    sources, targets = read_pairs(multi30k_dir, count=64)
+    tokenizer = tokenizer_for(sources + targets, vocab_size=600)
+    dataset = Dataset.from_dict({"source": sources, "target": targets}).map(
+        lambda batch: tokenizer(batch["source"], text_target=batch["target"]),
+        batched=True,
+        remove_columns=["source", "target"],
+    )
+    config = GlatConfig(
+        vocab_size=len(tokenizer), d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, dropout=0.0, max_target_length=64,
+        max_position_embeddings=128,
+    )  # fmt: skip
+    args = GlatTrainingArguments(
+        output_dir=str(tmp_path), max_steps=200, per_device_train_batch_size=64, learning_rate=3e-3,
+        lr_scheduler_type="constant", logging_steps=20, save_strategy="no", report_to=[], use_cpu=True,
+        disable_tqdm=True, glancing_schedule="constant", glancing_ratio_start=0.5, seed=0,
+    )  # fmt: skip
+    trainer = GlatTrainer(
+        model=GlatForConditionalGeneration(config),
+        args=args,
+        train_dataset=dataset,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "glanced_fraction" in entry]
+    first, last = logs[0], logs[-1]
+    print({key: (first[key], last[key]) for key in ("loss", "glanced_fraction", "first_pass_accuracy", "length_accuracy")})
+    assert all(entry["glancing_ratio"] == 0.5 for entry in logs)
+    assert last["loss"] < first["loss"] / 2
+    assert last["first_pass_accuracy"] > first["first_pass_accuracy"] + 0.3
+    assert last["glanced_fraction"] < first["glanced_fraction"] / 2
