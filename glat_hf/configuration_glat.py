@@ -14,6 +14,15 @@ PRESETS = {
 }
 
 
+def preset_sizes(name: str) -> dict:
+    """The config fields of a preset (PRESETS), as GlatConfig and MarianConfig name them."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown GLAT preset {name!r}; choose one of {sorted(PRESETS)}.")
+    sizes = dict(PRESETS[name])
+    heads, ffn = sizes.pop("attention_heads"), sizes.pop("ffn_dim")
+    return dict(sizes, encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=ffn, decoder_ffn_dim=ffn)
+
+
 class GlatConfig(PretrainedConfig):
     r"""Configuration of a [`GlatForConditionalGeneration`].
 
@@ -124,12 +133,7 @@ class GlatConfig(PretrainedConfig):
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "GlatConfig":
         """A config with the paper's sizes: "wmt14" (512, 6+6), "iwslt16" (256, 5+5), or "multi30k" (CPU-sized)."""
-        if name not in PRESETS:
-            raise ValueError(f"Unknown GLAT preset {name!r}; choose one of {sorted(PRESETS)}.")
-        sizes = dict(PRESETS[name])
-        heads, ffn = sizes.pop("attention_heads"), sizes.pop("ffn_dim")
-        sizes.update(encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=ffn, decoder_ffn_dim=ffn)
-        return cls(**{**sizes, **overrides})
+        return cls(**{**preset_sizes(name), **overrides})
 
     @property
     def special_token_ids(self) -> dict[str, int]:
