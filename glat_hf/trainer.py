@@ -165,14 +165,19 @@ class GlatTrainer(Seq2SeqTrainer):
             self._length_accuracy.append((outputs.length_logits.argmax(-1) == target_lengths).float().mean().detach())
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
+    def _mean_over_processes(self, values: list[torch.Tensor]) -> float:
+        """The mean of a statistic over this logging interval and over every process (each logs at the same step)."""
+        mean = torch.stack(values).float().mean().to(self.args.device)
+        return round(self.accelerator.reduce(mean, reduction="mean").item(), 4)
+
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if "loss" in logs:  # a training log: add the glancing statistics since the last one
             if self.glancing is not None:
                 logs["glancing_ratio"] = self.glancing.ratio
-                for name, values in self.glancing.stats.items():
-                    logs[name] = round(torch.stack(values).float().mean().item(), 4)
+                for name, values in sorted(self.glancing.stats.items()):
+                    logs[name] = self._mean_over_processes(values)
                 self.glancing.stats.clear()
             if self._length_accuracy:
-                logs["length_accuracy"] = round(torch.stack(self._length_accuracy).mean().item(), 4)
+                logs["length_accuracy"] = self._mean_over_processes(self._length_accuracy)
                 self._length_accuracy.clear()
         super().log(logs, *args, **kwargs)

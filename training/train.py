@@ -309,8 +309,9 @@ def load_raw_datasets(data_args, splits: list[str]) -> tuple[datasets.DatasetDic
         names = {split: files[split] or "" for split in SPLITS}
         for split in splits:
             if not files[split]:
-                flag = {"train": "--train_file", "validation": "--validation_file", "test": "--test_file"}[split]
-                raise ValueError(f"No {split} data: {flag} is needed (with --do_{'eval' if split == 'validation' else split}).")
+                reason = {"train": "--do_train (or to train a tokenizer)", "validation": "--do_eval or --eval_strategy",
+                          "test": "--do_predict"}[split]  # fmt: skip
+                raise ValueError(f"No {split} data: {reason} needs --{split}_file (JSON lines).")
             raw[split] = read_translation_jsonl(files[split], src, tgt)
     else:
         folder = Path(data_args.data_folder) if data_args.data_folder else default_data_folder()
@@ -618,7 +619,7 @@ def main(argv: list[str] | None = None) -> dict:
         results.update(metrics)
 
     if trainer.is_world_process_zero():
-        if not training_args.do_train:  # the model is unchanged; keep tokenizer and generation config beside results
+        if not training_args.do_train:  # the model is unchanged; keep its tokenizer beside the results
             tokenizer.save_pretrained(training_args.output_dir)
         log_path = Path(training_args.output_dir) / "training_log.json"
         log_path.write_text(json.dumps(trainer.state.log_history, indent=2))
