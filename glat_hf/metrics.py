@@ -90,6 +90,13 @@ def bleu_by_length(
     return rows
 
 
+def decode_ids(tokenizer, ids) -> list[str]:
+    """Detokenized text of generated or label ids; Trainer's -100 padding counts as pad."""
+    ids = np.asarray(ids)
+    ids = np.where(ids == -100, tokenizer.pad_token_id, ids)
+    return [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
 def compute_translation_metrics(tokenizer) -> Callable:
     """Build a `compute_metrics` for Seq2SeqTrainer with `predict_with_generate=True`.
 
@@ -105,10 +112,7 @@ def compute_translation_metrics(tokenizer) -> Callable:
         if isinstance(predictions, tuple):  # some models return (ids, extra outputs)
             predictions = predictions[0]
         predictions = np.where(np.asarray(predictions) == -100, pad_id, np.asarray(predictions))
-        label_ids = np.where(np.asarray(label_ids) == -100, pad_id, np.asarray(label_ids))
-
-        hypotheses = [text.strip() for text in tokenizer.batch_decode(predictions, skip_special_tokens=True)]
-        references = [text.strip() for text in tokenizer.batch_decode(label_ids, skip_special_tokens=True)]
+        hypotheses, references = decode_ids(tokenizer, predictions), decode_ids(tokenizer, label_ids)
         predicted_tokens = [[int(t) for t in row if int(t) not in special_ids] for row in predictions]
         return {
             "bleu": corpus_bleu(hypotheses, references)["score"],

@@ -22,6 +22,7 @@ from transformers.models.bart.modeling_bart import eager_attention_forward
 
 from .configuration_glat import GlatConfig
 from .ctc import ctc_collapse
+from .glancing import select_glance_positions
 
 
 def _additive_key_mask(key_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -598,10 +599,8 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
 
         The kept tokens are fed as glanced inputs, the way GLAT saw reference words in training.
         """
-        lengths = decoder_mask.sum(1)
-        num_masked = (lengths * (total - iteration)) // total
-        rank = scores.masked_fill(~decoder_mask, float("inf")).argsort(dim=1).argsort(dim=1)
-        remask = rank < num_masked[:, None]
+        num_masked = (decoder_mask.sum(1) * (total - iteration)) // total
+        remask = select_glance_positions(num_masked, decoder_mask, "most_uncertain", reference_probs=scores.exp())
         new_tokens, new_scores = self._decode(
             input_ids, attention_mask, decoder_mask, encoder_outputs, decoder_mask & ~remask, tokens
         )

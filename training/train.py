@@ -24,7 +24,6 @@ from itertools import chain
 from pathlib import Path
 
 import datasets
-import numpy as np
 import torch
 import transformers
 from accelerate import PartialState
@@ -45,7 +44,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from glat_hf import GlatConfig, GlatForConditionalGeneration, GlatTrainer, GlatTrainingArguments, train_tokenizer
 from glat_hf.configuration_glat import DECODER_INPUTS, PRESETS, preset_sizes
 from glat_hf.data import data_dir, load_parallel_folder, read_translation_jsonl
-from glat_hf.metrics import compute_translation_metrics, corpus_bleu
+from glat_hf.metrics import compute_translation_metrics, corpus_bleu, decode_ids
 
 logger = logging.getLogger("glat_hf.train")
 
@@ -520,11 +519,6 @@ def generation_kwargs(model_args, training_args) -> dict:
 
 
 # ------------------------------------------------------------------------------------ run and report
-def decode(tokenizer, ids) -> list[str]:
-    ids = np.where(np.asarray(ids) == -100, tokenizer.pad_token_id, np.asarray(ids))
-    return [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
-
-
 @contextmanager
 def inputs_in_order(trainer):
     """Evaluate in input order: with --train_sampling_strategy group_by_length, Trainer also groups (shuffles)
@@ -546,7 +540,7 @@ def predict(trainer, tokenized, raw, data_args, training_args, gen_kwargs) -> tu
     metrics = dict(output.metrics, predict_samples=len(tokenized["test"]))
     hypotheses = []
     if training_args.predict_with_generate:
-        hypotheses = decode(trainer.processing_class, output.predictions[: len(tokenized["test"])])
+        hypotheses = decode_ids(trainer.processing_class, output.predictions[: len(tokenized["test"])])
         bleu = corpus_bleu(hypotheses, column(raw["test"], data_args.target_lang))
         metrics.update(predict_bleu=bleu["score"], predict_bleu_signature=bleu["signature"])
         if trainer.is_world_process_zero():
