@@ -7,22 +7,27 @@ and glance) -> PreTrainedModel -> GlatModel -> GlatForConditionalGeneration (los
 from __future__ import annotations
 
 import math
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutput, ModelOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.bart.modeling_bart import eager_attention_forward
+from transformers.utils import logging
 
 from .configuration_glat import GlatConfig
 from .ctc import ctc_collapse
 from .glancing import select_glance_positions
+
+logger = logging.get_logger(__name__)
 
 
 def _additive_key_mask(key_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -41,6 +46,19 @@ def _replayed_randomness(seed: int | None, device: torch.device):
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         yield
+
+
+def _unreadable_safetensors(folder: str) -> list[str]:
+    """Names of the .safetensors files in `folder` whose header safetensors cannot read (truncated, not safetensors)."""
+    unreadable = []
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".safetensors"):
+            try:
+                with safe_open(os.path.join(folder, name), framework="pt"):
+                    pass
+            except (SafetensorError, OSError):
+                unreadable.append(name)
+    return unreadable
 
 
 def _lengths_to_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
@@ -230,6 +248,39 @@ class GlatPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = False
     _supports_flex_attn = False
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained` that reads weights only from safetensors files, never from a
+        pickle (`pytorch_model.bin`), and names the folder and the file when the weights are missing or
+        corrupt (transformers alone raises safetensors' "Error while deserializing header", naming neither).
+        """
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError("GLAT weights are read only from safetensors files; use_safetensors=False is not supported.")
+        kwargs["use_safetensors"] = True
+        source = None if pretrained_model_name_or_path is None else str(pretrained_model_name_or_path)
+        if source is not None and os.path.isfile(source) and not source.endswith(".safetensors"):
+            raise ValueError(f"{source}: GLAT weights are read only from safetensors files, never from a pickle.")
+        folder = os.path.join(source, kwargs["subfolder"]) if source and kwargs.get("subfolder") else source
+        folder = folder if folder and os.path.isdir(folder) else None
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except SafetensorError as error:
+            unreadable = _unreadable_safetensors(folder) if folder else []
+            where = os.path.join(folder, unreadable[0]) if unreadable else f"{folder or source}: model.safetensors"
+            raise OSError(f"{where} is corrupt or truncated ({error}); save or copy the model again.") from error
+        except OSError as error:
+            names = os.listdir(folder) if folder else []
+            if folder is None or any(name.endswith(".safetensors") for name in names):
+                raise
+            message = f"{folder} has no model.safetensors: GLAT weights are read only from safetensors files."
+            pickles = sorted(name for name in names if name.endswith((".bin", ".pt", ".pth", ".ckpt")))
+            if pickles:
+                message += (
+                    f" It holds {', '.join(pickles)}: pickle files, which glat_hf never loads (unpickling can run "
+                    "code). Convert them with safetensors.torch.save_file only if you trust where they came from."
+                )
+            raise OSError(message) from error
+
 
 class GlatModel(GlatPreTrainedModel):
     """Encoder with a `<length>` token, and a decoder without causal mask whose input is copied from the source.
@@ -384,6 +435,28 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
                 f"({self.config.max_position_embeddings}). Truncate the labels (max_target_length in training)."
             )
 
+    def _check_length_classes(self, target_lengths: torch.Tensor):
+        """The length predictor has one class per length 0..max_target_length; a longer target has none.
+
+        Training on one would teach the predictor a wrong length, so in training mode it is an error. An
+        evaluation loss may meet longer references (train.py --do_predict with a saved model): there it
+        counts as the longest class, with a warning.
+        """
+        longest = int(target_lengths.max()) if target_lengths.numel() else 0
+        if longest <= self.config.max_target_length:
+            return
+        message = (
+            f"The labels hold a target of {longest} tokens, but the length predictor has classes up to "
+            f"max_target_length={self.config.max_target_length}."
+        )
+        if self.training:
+            raise ValueError(
+                f"{message} Truncate the targets to {self.config.max_target_length} tokens (train.py "
+                "--max_target_length; tokenizer(..., truncation=True, max_length=...)) or build the model with a "
+                "larger max_target_length."
+            )
+        logger.warning_once(f"{message} The length loss of this evaluation counts such targets as the longest class.")
+
     # -------------------------------------------------------------------------------------------- forward
     def forward(
         self,
@@ -435,6 +508,8 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
                 decoder_lengths = length_logits[:, 1:].argmax(-1) + 1
             decoder_mask = _lengths_to_mask(decoder_lengths)
         self._check_target_fits(decoder_mask)
+        if labels is not None and not self.config.use_ctc:
+            self._check_length_classes(decoder_mask.sum(1))
         dropout_seed = None
         if glance_fn is not None:
             # One seed a step from the global generator (which Trainer checkpoints): both passes replay it.
@@ -487,7 +562,8 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         return losses / loss_mask.sum().clamp(min=1)
 
     def length_loss(self, length_logits, target_lengths) -> torch.Tensor:
-        """Cross-entropy of the target length; targets longer than max_target_length count as the last class."""
+        """Cross-entropy of the target length; a target longer than max_target_length (refused by forward in
+        training) counts as the last class."""
         return F.cross_entropy(length_logits.float(), target_lengths.clamp(max=self.config.max_target_length))
 
     def ctc_loss(self, logits, decoder_mask, labels) -> torch.Tensor:
@@ -562,16 +638,19 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
             lengths = length_logits.masked_fill(~allowed, float("-inf")).topk(length_beam_size, dim=-1).indices
             decoder_mask = _lengths_to_mask(lengths.flatten())  # (B*m, T): candidates of a sentence are adjacent
 
-        # Every length candidate in one batch.
+        # Every length candidate in one batch. The decoder input copied from the source is the same in
+        # every Mask-Predict iteration, so it is built once (what GlatModel.forward does, split in two).
         def repeat(tensor):
-            return tensor.repeat_interleave(length_beam_size, dim=0)
+            return tensor.repeat_interleave(length_beam_size, dim=0) if length_beam_size > 1 else tensor
 
         source_ids, source_mask = repeat(input_ids), repeat(attention_mask)
-        encoder_outputs = BaseModelOutput(last_hidden_state=repeat(encoder_outputs.last_hidden_state))
-        tokens, token_scores = self._decode(source_ids, source_mask, decoder_mask, encoder_outputs)
+        encoder_states = repeat(encoder_outputs.last_hidden_state)
+        encoder_mask = torch.cat([source_mask.new_ones(source_mask.shape[0], 1), source_mask], 1).bool()
+        copied = self.model.decoder_inputs(source_ids, source_mask, decoder_mask)
+        tokens, token_scores = self._decode(copied, decoder_mask, encoder_states, encoder_mask)
         for iteration in range(1, num_iterations):
             tokens, token_scores = self._refine(
-                source_ids, source_mask, decoder_mask, encoder_outputs, tokens, token_scores, iteration, num_iterations
+                copied, decoder_mask, encoder_states, encoder_mask, tokens, token_scores, iteration, num_iterations
             )
 
         tokens = tokens.masked_fill(~decoder_mask, config.pad_token_id)
@@ -581,44 +660,85 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
             if reranker is None:
                 scores = (token_scores * decoder_mask).sum(1) / decoder_mask.sum(1)
             else:
-                scores = self.reranker_scores(reranker, source_ids, source_mask, tokens)
+                scores = self.reranker_scores(reranker, input_ids, attention_mask, tokens, length_beam_size)
             best = scores.view(-1, length_beam_size).argmax(-1)
             tokens = tokens.view(-1, length_beam_size, tokens.shape[-1])[torch.arange(best.shape[0]), best]
         longest = int((tokens != config.pad_token_id).sum(1).max())
         return tokens[:, : max(longest, 1)]
 
-    def _decode(self, input_ids, attention_mask, decoder_mask, encoder_outputs, glance_mask=None, glance_ids=None):
-        """One parallel decoder pass: argmax tokens and their log-probabilities."""
-        outputs = self.model(input_ids, attention_mask, decoder_mask, encoder_outputs, glance_mask, glance_ids)
-        log_probs = torch.log_softmax(self.lm_head(outputs.last_hidden_state).float(), dim=-1)
-        scores, tokens = log_probs.max(-1)
-        return tokens, scores
+    def _decode(self, inputs, decoder_mask, encoder_states, encoder_mask):
+        """One parallel decoder pass over the decoder input H: argmax tokens and their log-probabilities.
 
-    def _refine(self, input_ids, attention_mask, decoder_mask, encoder_outputs, tokens, scores, iteration, total):
+        The log-probability of the argmax is max - logsumexp of its logits, so no (B, T, V) log-softmax
+        is written. On CPU only the real positions go through the vocabulary projection, the largest
+        matrix product of the pass (NPD pads shorter length candidates to the longest); there the
+        padding gets pad_token_id and score 0. On GPU the boolean gather would cost a host sync.
+        """
+        hidden = self.model.decoder(inputs, decoder_mask, encoder_states, encoder_mask)
+        if hidden.device.type == "cpu" and not bool(decoder_mask.all()):
+            logits = self.lm_head(hidden[decoder_mask]).float()
+            best, real_tokens = logits.max(-1)
+            tokens = torch.full(decoder_mask.shape, self.config.pad_token_id, dtype=torch.long)
+            scores = torch.zeros(decoder_mask.shape, dtype=torch.float32)
+            tokens[decoder_mask] = real_tokens
+            scores[decoder_mask] = best - torch.logsumexp(logits, dim=-1)
+            return tokens, scores
+        logits = self.lm_head(hidden).float()
+        best, tokens = logits.max(-1)
+        return tokens, best - torch.logsumexp(logits, dim=-1)
+
+    def _refine(self, copied, decoder_mask, encoder_states, encoder_mask, tokens, scores, iteration, total):
         """Mask-Predict step (Ghazvininejad et al. 2019): re-predict the T(N-t)/N least confident tokens.
 
-        The kept tokens are fed as glanced inputs, the way GLAT saw reference words in training.
+        The kept tokens are fed as glanced inputs (their embeddings replace the copied source `copied`,
+        as in GlatModel.decoder_inputs), the way GLAT saw reference words in training.
         """
         num_masked = (decoder_mask.sum(1) * (total - iteration)) // total
         remask = select_glance_positions(num_masked, decoder_mask, "most_uncertain", reference_probs=scores.exp())
-        new_tokens, new_scores = self._decode(
-            input_ids, attention_mask, decoder_mask, encoder_outputs, decoder_mask & ~remask, tokens
-        )
+        kept = decoder_mask & ~remask
+        inputs = torch.where(kept[..., None], self.model.embed(tokens).to(copied.dtype), copied)
+        new_tokens, new_scores = self._decode(inputs, decoder_mask, encoder_states, encoder_mask)
         return torch.where(remask, new_tokens, tokens), torch.where(remask, new_scores, scores)
 
     def _check_reranker(self, reranker):
-        vocab = reranker.get_output_embeddings().weight.shape[0]
+        output_layer = reranker.get_output_embeddings()
+        # out_features also exists on a dynamically quantized Linear, whose weight is a method.
+        vocab = getattr(output_layer, "out_features", None) or output_layer.weight.shape[0]
         if vocab != self.config.vocab_size or reranker.config.pad_token_id != self.config.pad_token_id:
             raise ValueError(
                 f"The reranker's vocabulary ({vocab} tokens, pad id {reranker.config.pad_token_id}) differs from this "
                 f"model's ({self.config.vocab_size} tokens, pad id {self.config.pad_token_id}): it must share the tokenizer."
             )
 
-    def reranker_scores(self, reranker, input_ids, attention_mask, candidates) -> torch.Tensor:
-        """Mean log-probability of each candidate under `reranker` by teacher forcing: minus its own loss."""
+    def reranker_scores(self, reranker, input_ids, attention_mask, candidates, candidates_per_source: int = 1) -> torch.Tensor:
+        """Mean log-probability of each candidate under `reranker` by teacher forcing: minus its own loss.
+
+        `candidates` holds `candidates_per_source` adjacent rows for each row of `input_ids`: the
+        reranker's encoder runs once per source and its states are repeated. A transformers seq2seq
+        model is fed the candidates shifted right (`prepare_decoder_input_ids_from_labels`, what it
+        does itself with `labels=`) without computing its own loss; the score is gathered from the
+        logits minus their logsumexp, so no (N, T, V) log-softmax is written.
+        """
         labels = candidates.masked_fill(candidates == self.config.pad_token_id, -100)
-        logits = reranker(input_ids=input_ids, attention_mask=attention_mask, labels=labels).logits
-        log_probs = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+        prepare = getattr(reranker, "prepare_decoder_input_ids_from_labels", None)
+        if reranker.config.is_encoder_decoder and prepare is not None:
+            encoder_states = reranker.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            if candidates_per_source > 1:
+                encoder_states = encoder_states.repeat_interleave(candidates_per_source, dim=0)
+                attention_mask = attention_mask.repeat_interleave(candidates_per_source, dim=0)
+            logits = reranker(
+                encoder_outputs=BaseModelOutput(last_hidden_state=encoder_states),
+                attention_mask=attention_mask,
+                decoder_input_ids=prepare(labels=labels),
+                use_cache=False,
+            ).logits
+        else:
+            if candidates_per_source > 1:
+                input_ids = input_ids.repeat_interleave(candidates_per_source, dim=0)
+                attention_mask = attention_mask.repeat_interleave(candidates_per_source, dim=0)
+            logits = reranker(input_ids=input_ids, attention_mask=attention_mask, labels=labels).logits
+        logits = logits.float()
+        log_probs = logits.gather(-1, labels.clamp(min=0)[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
         mask = labels != -100
         return (log_probs * mask).sum(1) / mask.sum(1).clamp(min=1)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import types
+from collections.abc import Iterator
+
 import torch
 from transformers import Pipeline
 from transformers.utils import logging
@@ -13,8 +16,10 @@ class GlatTranslationPipeline(Pipeline):
     """Translate strings with a GLAT model (or any seq2seq model whose `generate` returns token ids).
 
     `pipe("A dog runs.")` returns `[{"translation_text": ...}]`; a list of n strings returns n such
-    dicts, in order. `batch_size=` batches sentences; generate arguments (`length_beam_size`,
-    `reranker`, `num_iterations`, `max_length`, ...) pass through, at construction or per call.
+    dicts, in order; a generator of strings gives a lazy iterator of such dicts, in order (one pass
+    over a large file, results as they come). `batch_size=` batches sentences; generate arguments
+    (`length_beam_size`, `reranker`, `num_iterations`, `max_length`, ...) pass through, at
+    construction or per call.
 
     Documented behaviour for bad input: an empty or whitespace-only sentence translates to "" (also
     inside a batch); a sentence longer than the model holds (`max_position_embeddings - 1` tokens, or
@@ -33,9 +38,11 @@ class GlatTranslationPipeline(Pipeline):
             postprocess_params["clean_up_tokenization_spaces"] = clean_up_tokenization_spaces
         return {}, generate_kwargs, postprocess_params
 
-    def __call__(self, inputs: str | list[str], **kwargs):
+    def __call__(self, inputs: str | list[str] | Iterator[str], **kwargs):
         if isinstance(inputs, str):
             return super().__call__(inputs, **kwargs)
+        if isinstance(inputs, types.GeneratorType):
+            return (result[0] for result in super().__call__(_only_strings(inputs), **kwargs))
         if not isinstance(inputs, (list, tuple)) or not all(isinstance(text, str) for text in inputs):
             raise TypeError("glat-translation takes a string or a list of strings.")
         return [result[0] for result in super().__call__(list(inputs), **kwargs)]
@@ -77,3 +84,11 @@ class GlatTranslationPipeline(Pipeline):
             clean_up_tokenization_spaces=clean_up_tokenization_spaces,
         )
         return [{"translation_text": text.strip()}]
+
+
+def _only_strings(texts) -> Iterator[str]:
+    """Check a streamed input as it is read, the way a list is checked up front."""
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError("glat-translation takes a string or a list of strings.")
+        yield text

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from .ctc import best_ctc_alignment
 from .glancing import (
@@ -137,7 +138,44 @@ class GlancingScheduleCallback(TrainerCallback):
     on_train_begin = on_step_begin
 
 
-class GlatTrainer(Seq2SeqTrainer):
+class SeededLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' `LengthGroupedSampler` (--train_sampling_strategy group_by_length) with the order of
+    epoch e drawn from `seed + e` instead of torch's global generator.
+
+    The stock sampler draws its permutation from the global generator when an epoch starts. A run
+    resumed in the middle of epoch e > 0 starts that epoch from another generator state (Trainer
+    restores the checkpoint's random state only after skipping the batches already trained), so it
+    would train on other batches than the uninterrupted run. Trainer calls `set_epoch` every epoch.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+class ExactResumeSeq2SeqTrainer(Seq2SeqTrainer):
+    """Seq2SeqTrainer whose training order depends only on (data_seed or seed, epoch), so that a run
+    resumed from a checkpoint trains on the same batches as the uninterrupted run, also with
+    group_by_length (transformers' random sampler is already seeded by epoch). train.py uses it for
+    the autoregressive baseline; GlatTrainer builds on it."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is LengthGroupedSampler:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return SeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+        return sampler
+
+
+class GlatTrainer(ExactResumeSeq2SeqTrainer):
     """Trains GLAT with the glancing loss; evaluation is the plain (non-glancing) loss and BLEU by generate.
 
     Use with [`GlatTrainingArguments`]: `--glancing none` trains NAT-base, `uniform` Mask-Predict's

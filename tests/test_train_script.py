@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from transformers import AutoModelForSeq2SeqLM
 
@@ -79,6 +80,9 @@ def test_glat_run_trains_evaluates_predicts_and_saves(glat_run, multi30k_dir):
     lines = (output_dir / "generated_predictions.txt").read_text(encoding="utf-8").split("\n")
     assert lines[-1] == "" and len(lines) - 1 == PREDICT_SAMPLES
     assert "Summary" in output and "->" in output and str(output_dir) in output
+    card = ModelCard.load(output_dir / "README.md")  # the model card (model_cards/), written after predict
+    assert card.data.eval_results[0].metric_value == round(predict["predict_bleu"], 2)
+    assert card.data.language == ["en", "de"] and "non-autoregressive" in card.data.tags and "λ schedule" in card.text
 
     model = AutoModelForSeq2SeqLM.from_pretrained(output_dir)
     assert type(model).__name__ == "GlatForConditionalGeneration"
@@ -169,6 +173,7 @@ def test_nat_trains_without_glancing(multi30k_dir, tmp_path):
     assert len(logs) == 4
     assert all("glancing_ratio" not in entry and "glanced_fraction" not in entry for entry in logs.values())
     assert all("length_accuracy" in entry for entry in logs.values())
+    assert "# NAT-base" in (tmp_path / "README.md").read_text(encoding="utf-8")
 
 
 def test_ar_baseline_and_reranked_glat_prediction(glat_run, multi30k_dir, tmp_path):
@@ -181,6 +186,7 @@ def test_ar_baseline_and_reranked_glat_prediction(glat_run, multi30k_dir, tmp_pa
     assert config["model_type"] == "marian" and config["architectures"] == ["MarianMTModel"]
     assert type(AutoModelForSeq2SeqLM.from_pretrained(ar_dir)).__name__ == "MarianMTModel"
     assert "eval_bleu" in json.loads((ar_dir / "all_results.json").read_text())
+    assert "marian" in ModelCard.load(ar_dir / "README.md").data.tags
 
     reranked = tmp_path / "reranked"
     run(["--output_dir", reranked, "--do_predict", "--predict_with_generate", "--model_name_or_path", glat_dir,

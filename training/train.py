@@ -36,15 +36,19 @@ from transformers import (
     HfArgumentParser,
     MarianConfig,
     MarianMTModel,
-    Seq2SeqTrainer,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
 
 from glat_hf import GlatConfig, GlatForConditionalGeneration, GlatTrainer, GlatTrainingArguments, train_tokenizer
 from glat_hf.configuration_glat import DECODER_INPUTS, PRESETS, preset_sizes
 from glat_hf.data import data_dir, load_parallel_folder, read_translation_jsonl
 from glat_hf.metrics import compute_translation_metrics, corpus_bleu, decode_ids
+from glat_hf.trainer import ExactResumeSeq2SeqTrainer
+
+# model_cards/ lives beside training/ in the repository, not in the installed package (neither does this script).
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+from model_cards import write_model_card  # noqa: E402
 
 logger = logging.getLogger("glat_hf.train")
 
@@ -227,25 +231,64 @@ def setup_logging(training_args) -> None:
     transformers.utils.logging.set_verbosity(level)
 
 
+def checkpoint_is_complete(folder: str | os.PathLike) -> bool:
+    """Whether Trainer finished saving `folder`: it writes trainer_state.json last, after weights, optimizer and RNG states."""
+    try:
+        json.loads((Path(folder) / TRAINER_STATE_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest checkpoint-N folder of output_dir that was saved completely (None if there is none).
+
+    Trainer writes a checkpoint in place, so a run killed while saving (SIGKILL, out of memory,
+    preemption) leaves a newest folder without a readable trainer_state.json. Resuming from it would
+    fail, so it is skipped with a warning and the one before is used.
+    """
+    if not os.path.isdir(output_dir):
+        return None
+    steps = sorted(
+        (int(match.group(1)), name)
+        for name in os.listdir(output_dir)
+        if (match := re.fullmatch(r"checkpoint-(\d+)", name)) and os.path.isdir(os.path.join(output_dir, name))
+    )
+    for _, name in reversed(steps):
+        folder = os.path.join(output_dir, name)
+        if checkpoint_is_complete(folder):
+            return folder
+        logger.warning(f"Skipping {folder}: it has no readable {TRAINER_STATE_NAME}, so its saving was interrupted.")
+    return None
+
+
 def resolve_checkpoint(data_args, training_args) -> str | None:
     """The checkpoint to resume from (`--resume_from_checkpoint PATH|true`), with run_translation's output_dir rules.
 
     A non-empty output_dir is refused unless --overwrite_output_dir, or unless it holds a checkpoint,
-    which training then resumes (as run_translation does).
+    which training then resumes (as run_translation does). `true` and the automatic resume take the
+    newest checkpoint that was saved completely (see `last_complete_checkpoint`).
     """
     output_dir = training_args.output_dir
     requested = training_args.resume_from_checkpoint
     if requested is not None and requested.lower() in ("true", "last"):
-        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        last = last_complete_checkpoint(output_dir)
         if last is None:
-            raise FileNotFoundError(f"--resume_from_checkpoint {requested}: no checkpoint-* folder in {output_dir}.")
+            raise FileNotFoundError(
+                f"--resume_from_checkpoint {requested}: no checkpoint-* folder in {output_dir} (or none saved completely)."
+            )
         return last
     if requested is not None and requested.lower() not in ("false", "none", ""):
         if not os.path.isdir(requested):
             raise FileNotFoundError(f"--resume_from_checkpoint {requested}: no such folder.")
+        if not checkpoint_is_complete(requested):
+            raise FileNotFoundError(
+                f"--resume_from_checkpoint {requested}: no readable {TRAINER_STATE_NAME}, so its saving was "
+                "interrupted; resume from an earlier checkpoint."
+            )
         return requested
     if training_args.do_train and os.path.isdir(output_dir) and not data_args.overwrite_output_dir:
-        last = get_last_checkpoint(output_dir)
+        last = last_complete_checkpoint(output_dir)
         if last is not None:
             logger.info(f"Checkpoint found: resuming training from {last}. Pass --overwrite_output_dir to start anew.")
             return last
@@ -484,7 +527,7 @@ class MetricsOnFirst:
 
 
 def build_trainer(model_args, training_args, model, tokenizer, tokenized):
-    """GlatTrainer for glat / nat (nat: --glancing none), transformers' plain Seq2SeqTrainer for ar."""
+    """GlatTrainer for glat / nat (nat: --glancing none), a Seq2SeqTrainer for ar (both resume exactly)."""
     is_ar = model_args.model_type == "ar"
     if not is_ar and training_args.label_smoothing_factor:
         raise ValueError("For GLAT, label smoothing is a model setting: use --config_overrides label_smoothing=X "
@@ -493,7 +536,7 @@ def build_trainer(model_args, training_args, model, tokenizer, tokenized):
         logger.info("--model_type nat: training without glancing (--glancing none).")
         training_args.glancing = "none"
     collator = DataCollatorForSeq2Seq(tokenizer, model=model if is_ar else None, label_pad_token_id=-100)
-    trainer_class = Seq2SeqTrainer if is_ar else GlatTrainer
+    trainer_class = ExactResumeSeq2SeqTrainer if is_ar else GlatTrainer
     return trainer_class(
         model=model,
         args=training_args,
@@ -567,6 +610,35 @@ def print_summary(results: dict, raw, names, hypotheses, data_args, output_dir) 
     print("\n".join(lines), flush=True)
 
 
+def write_card(model_args, data_args, training_args, names) -> None:
+    """README.md in output_dir: model_cards/ reads the folder; this passes what only the run knows (data, decoding).
+
+    A failure costs the card, not the finished run: it is logged with the command that writes the card again.
+    """
+    files = [data_args.train_file, data_args.validation_file, data_args.test_file]
+    if data_args.dataset_name:
+        dataset, splits = data_args.dataset_name, names
+    elif any(files):
+        dataset = Path(next(filter(None, files))).resolve().parent.name
+        splits = {split: Path(name).name.split(".")[0] for split, name in names.items() if name}
+    else:
+        dataset, splits = Path(data_args.data_folder).name if data_args.data_folder else "multi30k", names
+    decoding = {"length_beam_size": model_args.length_beam_size, "reranker": model_args.reranker_name_or_path,
+                "num_beams": training_args.generation_num_beams}  # fmt: skip
+    try:
+        path = write_model_card(
+            training_args.output_dir, source_lang=data_args.source_lang, target_lang=data_args.target_lang,
+            dataset=dataset, validation_split=splits.get("validation"), test_split=splits.get("test"),
+            model_type=model_args.model_type, training_args=training_args, decoding=decoding,
+            data_folder=data_args.data_folder or (Path(data_args.train_file).parent if data_args.train_file else None),
+            distilled=False if not (data_args.data_folder or data_args.dataset_name or any(files)) else None,
+        )  # fmt: skip
+        logger.info(f"Model card written to {path}")
+    except Exception as error:
+        logger.warning(f"No model card written ({error}); write it with "
+                       f"`python model_cards/model_card.py write {training_args.output_dir}`.", exc_info=True)  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
     setup_logging(training_args)
@@ -618,6 +690,8 @@ def main(argv: list[str] | None = None) -> dict:
         log_path = Path(training_args.output_dir) / "training_log.json"
         log_path.write_text(json.dumps(trainer.state.log_history, indent=2))
         print_summary(results, raw, names, hypotheses, data_args, training_args.output_dir)
+        if training_args.do_train:  # the folder holds the trained model
+            write_card(model_args, data_args, training_args, names)
     trainer.end()  # every process: ends the process group of a multi-process run
     return results
 
