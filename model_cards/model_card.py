@@ -677,7 +677,8 @@ def push_to_hub(output_dir, repo_id: str, *, private: bool = False, token: str |
         api.create_repo(repo_id, private=private, exist_ok=True)
         commit = api.upload_folder(
             repo_id=repo_id, folder_path=folder, commit_message="Upload model trained with glat-hf",
-            ignore_patterns=["checkpoint-*", "checkpoint-*/**", "runs/**"],
+            # checkpoints stay local, and so do Trainer's pickles (training_args.bin): the Hub gets safetensors only
+            ignore_patterns=["checkpoint-*", "checkpoint-*/**", "runs/**", "*.bin", "*.pt", "*.pth"],
         )  # fmt: skip
     except OfflineModeIsEnabled:
         raise ModelCardError("cannot push to the Hub: offline (huggingface_hub is in offline mode).") from None
