@@ -30,8 +30,15 @@ from .glancing import select_glance_positions
 logger = logging.get_logger(__name__)
 
 
-def _additive_key_mask(key_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(B, S) bool of real keys -> (B, 1, 1, S) additive mask, the form eager and sdpa attention both take."""
+def _additive_key_mask(key_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """(B, S) bool of real keys -> (B, 1, 1, S) additive mask, the form eager and sdpa attention both take.
+
+    None when no key is padding, on CPU (a single sentence always): attention then skips the mask and
+    SDPA takes its mask-free kernel. On GPU the check would cost a host sync, and under torch.compile
+    it would break the graph, so there the mask is always built.
+    """
+    if key_mask.device.type == "cpu" and not torch.compiler.is_compiling() and bool(key_mask.all()):
+        return None
     return torch.zeros(key_mask.shape, dtype=dtype, device=key_mask.device).masked_fill(
         ~key_mask, torch.finfo(dtype).min
     )[:, None, None, :]
@@ -73,6 +80,7 @@ class GlatAttention(nn.Module):
     def __init__(self, config: GlatConfig, num_heads: int):
         super().__init__()
         self.config = config
+        self.num_heads = num_heads
         self.head_dim = config.d_model // num_heads
         self.scaling = self.head_dim**-0.5
         self.dropout = config.attention_dropout
@@ -83,11 +91,19 @@ class GlatAttention(nn.Module):
         self.out_proj = nn.Linear(config.d_model, config.d_model)
 
     def forward(self, hidden_states, attention_mask, key_value_states=None):
-        batch, length, _ = hidden_states.shape
+        """Self-attention, or cross-attention to `key_value_states` (B, S, d).
+
+        In cross-attention `hidden_states` may hold m > 1 adjacent rows per source (B*m, T, d): the
+        length candidates of noisy parallel decoding. They are folded into one query sequence of m*T
+        positions per source, so each source's keys and values are projected once rather than m times;
+        queries do not see each other in cross-attention, so the result is the same.
+        """
+        rows, length, _ = hidden_states.shape
         key_value_states = hidden_states if key_value_states is None else key_value_states
+        batch = key_value_states.shape[0]
 
         def heads(states):
-            return states.view(batch, states.shape[1], -1, self.head_dim).transpose(1, 2)
+            return states.reshape(batch, -1, self.num_heads, self.head_dim).transpose(1, 2)
 
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
         output, _ = attention(
@@ -99,7 +115,7 @@ class GlatAttention(nn.Module):
             dropout=self.dropout if self.training else 0.0,
             scaling=self.scaling,
         )
-        return self.out_proj(output.reshape(batch, length, -1))
+        return self.out_proj(output.reshape(rows, length, -1))
 
 
 class GlatFeedForward(nn.Module):
@@ -199,7 +215,7 @@ class GlatSoftCopy(nn.Module):
         scores = torch.einsum("td,bsd->bts", self.query(target_positions), self.key(source_keys)) * self.scaling
         centres = uniform_copy_indices(source_mask.sum(1), target_lengths, target_positions.shape[0])
         source_index = torch.arange(source_mask.shape[1], device=scores.device).float()
-        scores = scores - (source_index[None, None, :] - centres[:, :, None]).abs()
+        scores = scores - (source_index[None, None, :] - centres[:, :, None]).abs().to(scores.dtype)
         scores = scores.masked_fill(~source_mask[:, None, :], torch.finfo(scores.dtype).min)
         return torch.softmax(scores, dim=-1) @ source_values
 
@@ -643,11 +659,13 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         def repeat(tensor):
             return tensor.repeat_interleave(length_beam_size, dim=0) if length_beam_size > 1 else tensor
 
-        source_ids, source_mask = repeat(input_ids), repeat(attention_mask)
-        encoder_states = repeat(encoder_outputs.last_hidden_state)
-        encoder_mask = torch.cat([source_mask.new_ones(source_mask.shape[0], 1), source_mask], 1).bool()
-        copied = self.model.decoder_inputs(source_ids, source_mask, decoder_mask)
-        tokens, token_scores = self._decode(copied, decoder_mask, encoder_states, encoder_mask)
+        encoder_states = encoder_outputs.last_hidden_state  # once per source: cross-attention folds the candidates
+        encoder_mask = torch.cat([attention_mask.new_ones(attention_mask.shape[0], 1), attention_mask], 1).bool()
+        copied = self.model.decoder_inputs(repeat(input_ids), repeat(attention_mask), decoder_mask)
+        self_rerank = length_beam_size > 1 and reranker is None
+        tokens, token_scores = self._decode(
+            copied, decoder_mask, encoder_states, encoder_mask, with_scores=self_rerank or num_iterations > 1
+        )
         for iteration in range(1, num_iterations):
             tokens, token_scores = self._refine(
                 copied, decoder_mask, encoder_states, encoder_mask, tokens, token_scores, iteration, num_iterations
@@ -666,11 +684,12 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         longest = int((tokens != config.pad_token_id).sum(1).max())
         return tokens[:, : max(longest, 1)]
 
-    def _decode(self, inputs, decoder_mask, encoder_states, encoder_mask):
+    def _decode(self, inputs, decoder_mask, encoder_states, encoder_mask, with_scores=True):
         """One parallel decoder pass over the decoder input H: argmax tokens and their log-probabilities.
 
         The log-probability of the argmax is max - logsumexp of its logits, so no (B, T, V) log-softmax
-        is written. On CPU only the real positions go through the vocabulary projection, the largest
+        is written; without `with_scores` (nothing ranks or refines the tokens) scores are None and the
+        logsumexp is skipped. On CPU only the real positions go through the vocabulary projection, the largest
         matrix product of the pass (NPD pads shorter length candidates to the longest); there the
         padding gets pad_token_id and score 0. On GPU the boolean gather would cost a host sync.
         """
@@ -679,13 +698,15 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
             logits = self.lm_head(hidden[decoder_mask]).float()
             best, real_tokens = logits.max(-1)
             tokens = torch.full(decoder_mask.shape, self.config.pad_token_id, dtype=torch.long)
-            scores = torch.zeros(decoder_mask.shape, dtype=torch.float32)
             tokens[decoder_mask] = real_tokens
+            if not with_scores:
+                return tokens, None
+            scores = torch.zeros(decoder_mask.shape, dtype=torch.float32)
             scores[decoder_mask] = best - torch.logsumexp(logits, dim=-1)
             return tokens, scores
         logits = self.lm_head(hidden).float()
         best, tokens = logits.max(-1)
-        return tokens, best - torch.logsumexp(logits, dim=-1)
+        return tokens, (best - torch.logsumexp(logits, dim=-1)) if with_scores else None
 
     def _refine(self, copied, decoder_mask, encoder_states, encoder_mask, tokens, scores, iteration, total):
         """Mask-Predict step (Ghazvininejad et al. 2019): re-predict the T(N-t)/N least confident tokens.

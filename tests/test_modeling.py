@@ -115,6 +115,29 @@ def test_npd_with_reranker_picks_the_reranker_best_and_scores_equal_its_loss():
         assert torch.equal(got, best), f"sentence {i}"
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"length_beam_size": 3}, {"num_iterations": 3}])
+def test_a_sentence_decodes_alone_as_it_does_in_a_padded_batch(kwargs):
+    # Alone, nothing is padded and attention runs without masks (the CPU fast path); in the batch it is masked.
+    torch.manual_seed(4)
+    model = tiny_model()
+    batched = model.generate(SOURCE, **kwargs)
+    for i, source in enumerate(SOURCE):
+        alone = model.generate(source[source.ne(0)][None], **kwargs)[0]
+        assert torch.equal(alone[alone.ne(0)], batched[i][batched[i].ne(0)]), f"sentence {i}"
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"length_beam_size": 3}])
+def test_a_bfloat16_model_decodes_like_the_float32_one(kwargs):
+    torch.manual_seed(5)
+    model = tiny_model()
+    full = model.generate(SOURCE, **kwargs)
+    half = model.to(torch.bfloat16).generate(SOURCE, **kwargs)
+    assert half.shape[0] == SOURCE.shape[0] and half.dtype == torch.long
+    assert ((half >= 0) & (half < model.config.vocab_size)).all()
+    # bfloat16 rounding may flip a near tie, not the lengths the length predictor picks on a clear margin
+    assert (half.ne(0).sum(1) - full.ne(0).sum(1)).abs().max() <= 1
+
+
 def test_mask_predict_refinement_changes_only_low_confidence_tokens_and_keeps_lengths():
     torch.manual_seed(3)
     model = tiny_model()
