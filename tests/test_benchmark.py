@@ -101,12 +101,12 @@ def test_trained_models_add_bleu_repetition_and_the_nat_row(benchmark, tmp_path,
         tokenizer.save_pretrained(tmp_path / kind)
         flags += [f"--{kind}_model", str(tmp_path / kind)]
     output, figures, predictions = tmp_path / "rows.json", tmp_path / "figures", tmp_path / "predictions"
-    benchmark.main([*flags, *SMALL, "--int8", "--no_training_cost", "--output", str(output), "--figures", str(figures),
+    benchmark.main([*flags, *SMALL, "--int8", "--bf16", "--no_training_cost", "--output", str(output), "--figures", str(figures),
                     "--predictions", str(predictions)])  # fmt: skip
     rows = json.loads(output.read_text())
     assert not [row for row in rows if row["kind"] == "train"]
 
-    for variant in ("fp32", "int8"):
+    for variant in ("fp32", "int8", "bf16"):
         table = check_rows(rows, SYSTEMS + ["NAT"], variant)
         for (name, size), row in table.items():
             assert 0.0 <= row["bleu"] <= 100.0 and 0.0 <= row["repetition_ratio"] <= 1.0, name
@@ -128,7 +128,7 @@ def test_trained_models_add_bleu_repetition_and_the_nat_row(benchmark, tmp_path,
             assert len(set(expected)) > SENTENCES // 2, "the order check needs translations that differ"
         assert written == expected, name
         assert decode_rows(rows)[(name, BATCH)]["bleu"] == pytest.approx(corpus_bleu(written, references)["score"])
-    assert len(list(predictions.glob("*.txt"))) == 2 * len(SYSTEMS + ["NAT"])
+    assert len(list(predictions.glob("*.txt"))) == 3 * len(SYSTEMS + ["NAT"])  # fp32, int8, bf16
 
     for name in ("speedup.png", "bleu_vs_speedup.png", "bleu_by_length.png"):
         check_png(figures / name)

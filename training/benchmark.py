@@ -29,7 +29,7 @@ How it measures, the same way for every system, in one process, so that the rati
   the untimed batch pass, for the systems whose models were all loaded from folders (trained ones); null otherwise.
   --predictions writes those translations, one file per system and variant.
 - variants: fp32 always; --int8 adds "int8" (every nn.Linear of every model, the AR one included, dynamically
-  quantised; its BLEU shows the cost); --compile adds "compile" (GLAT's stacks compiled, AR eager). Speed-ups are
+  quantised; its BLEU shows the cost); --bf16 adds "bf16" (every model cast to bfloat16); --compile adds "compile" (GLAT's stacks compiled, AR eager). Speed-ups are
   taken within a variant.
 - warm-up: --warmup sentences at batch size 1 and the first batch, untimed, before the memory pass and again
   before the timed passes (torch.compile compiles there).
@@ -120,6 +120,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     timing.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice).")
     timing.add_argument("--int8", action="store_true",
                         help="CPU: add an int8 variant of every system (torch.ao dynamic quantisation of nn.Linear).")
+    timing.add_argument("--bf16", action="store_true",
+                        help="Add a bfloat16 variant of every system (weights and activations; CPUs with AVX512-BF16/AMX, GPUs).")
     timing.add_argument("--compile", action="store_true",
                         help="Add a variant with GLAT's encoder and decoder under torch.compile (AR stays eager).")
     timing.add_argument("--no_training_cost", action="store_true", help="Skip the training-step measurement.")
@@ -248,6 +250,13 @@ def quantized(models: Models) -> Models:
 
     return Models(*(None if m is None else convert(m) for m in (models.glat, models.ctc, models.ar, models.nat)),
                   trained=models.trained)  # fmt: skip
+
+
+def bfloat16(models: Models) -> Models:
+    """Every model in bfloat16: half the bytes of fp32 to stream per decoder pass, and bf16 matrix units where the
+    hardware has them. GLAT's length choice and the rankings are computed from the same bf16 logits."""
+    return Models(*(None if m is None else copy.deepcopy(m).to(torch.bfloat16)
+                    for m in (models.glat, models.ctc, models.ar, models.nat)), trained=models.trained)  # fmt: skip
 
 
 def compiled(models: Models, device: str) -> Models:
@@ -669,6 +678,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     variants = [("fp32", base)]
     if args.int8:
         variants.append(("int8", quantized(base)))
+    if args.bf16:
+        variants.append(("bf16", bfloat16(base)))
     if args.compile:
         variants.append(("compile", compiled(base, args.device)))
 
