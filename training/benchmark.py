@@ -14,7 +14,9 @@ Mask-Predict refinement with 4 and 10 iterations (length beam 1); NAT-base in on
 How it measures, the same way for every system, in one process, so that the ratios compare like with like:
 - latency_ms at batch size 1: the first --latency_sentences test sentences, one at a time, in order: the time of a
   pass over them (time.perf_counter, torch.cuda.synchronize on GPU) divided by their number; the median over
-  --repeats passes. Within each repeat the systems take turns, so a burst of load on a shared machine hits all alike.
+  --repeats passes. Within a pass the systems take turns sentence by sentence (batch by batch at the larger batch
+  size), so a slow spell of a shared machine hits all alike: in blocks of one system at a time, two systems of the
+  same cost (GLAT and NAT) differed by 20%.
 - batch size --batch_size (64): all --num_sentences sentences sorted by source length (longest first) and cut into
   batches; every system decodes the same batches. latency_ms is the mean time per batch and sentences_per_s the
   sentences over the time of the pass (median over the repeats).
@@ -458,15 +460,20 @@ def benchmark_decoding(args, variants, tokenizer, sources, references, target_le
             **quality,
         )  # fmt: skip
 
-    # Timed: the systems take turns within each repeat.
+    # Timed: the systems take turns batch by batch (sentence by sentence at batch size 1), so that the slow spells
+    # of a shared machine, which last seconds, fall on every system alike.
     for variant, system, decode, _ in runs:
         timed_pass(decode, warm, device)
     times = {key: [] for key in rows}
     for repeat in range(args.repeats):
         print(f"  timing, repeat {repeat + 1}/{args.repeats}", flush=True)
-        for variant, system, decode, _ in runs:
-            times[(variant, system.name, 1)].append(timed_pass(decode, single, device))
-            times[(variant, system.name, args.batch_size)].append(timed_pass(decode, batched, device))
+        for batch_size, batches in ((1, single), (args.batch_size, batched)):
+            totals = [0.0] * len(runs)
+            for batch in batches:
+                for index, (_, _, decode, _) in enumerate(runs):
+                    totals[index] += timed_pass(decode, [batch], device)
+            for (variant, system, _, _), total in zip(runs, totals):
+                times[(variant, system.name, batch_size)].append(total)
     for key, row in rows.items():
         seconds = statistics.median(times[key])
         batches = len(single) if row["batch_size"] == 1 else len(batched)
