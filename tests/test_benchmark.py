@@ -21,7 +21,7 @@ SYSTEMS = [
     "GLAT NPD m=7 + AR rerank", "GLAT+CTC", "GLAT Mask-Predict 4 it.", "GLAT Mask-Predict 10 it.",
 ]  # fmt: skip
 DECODE_FIELDS = {"system", "device", "batch_size", "latency_ms", "sentences_per_s", "peak_mem_mb",
-                 "speedup_vs_ar_greedy", "speedup_vs_ar_beam", "bleu", "repetition_ratio"}  # fmt: skip
+                 "speedup_vs_ar_greedy", "speedup_vs_ar_beam", "bleu", "repetition_ratio", "output_tokens"}  # fmt: skip
 TINY = "d_model=32,encoder_layers=1,decoder_layers=1,encoder_attention_heads=2,decoder_attention_heads=2," \
        "encoder_ffn_dim=64,decoder_ffn_dim=64"  # fmt: skip
 SENTENCES, LATENCY_SENTENCES, BATCH = 12, 3, 8
@@ -120,9 +120,11 @@ def test_trained_models_add_bleu_repetition_and_the_nat_row(benchmark, tmp_path,
     test_sources, references = read_pairs(multi30k_dir, split="test_2016_flickr", count=SENTENCES)
     for name, folder, kwargs in (("GLAT NPD m=3", "glat", {"length_beam_size": 3}), ("AR greedy", "ar", {})):
         model = benchmark.AutoModelForSeq2SeqLM.from_pretrained(tmp_path / folder).eval()
-        expected = [decode_ids(tokenizer, model.generate(**tokenizer([text], return_tensors="pt", truncation=True,
-                                                                     max_length=32), **kwargs))[0]
-                    for text in test_sources]  # fmt: skip
+        generated = [model.generate(**tokenizer([text], return_tensors="pt", truncation=True, max_length=32), **kwargs)
+                     for text in test_sources]  # fmt: skip
+        expected = [decode_ids(tokenizer, ids)[0] for ids in generated]
+        lengths = [sum(t not in tokenizer.all_special_ids for t in ids[0].tolist()) for ids in generated]
+        assert decode_rows(rows)[(name, BATCH)]["output_tokens"] == pytest.approx(sum(lengths) / len(lengths))
         written = (predictions / f"{benchmark.slug(name)}.fp32.txt").read_text(encoding="utf-8").split("\n")[:-1]
         if folder == "glat":  # GLAT copies its source, so its random translations differ; the AR's need not
             assert len(set(expected)) > SENTENCES // 2, "the order check needs translations that differ"

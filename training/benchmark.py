@@ -27,6 +27,9 @@ How it measures, the same way for every system, in one process, so that the rati
   resident and are not counted); on CPU, the peak resident set size of the process during the pass (VmHWM, reset
   through /proc/self/clear_refs) minus the resident size before it, after glibc's malloc_trim has handed free heap
   pages back: everything the pass touches (tensors, allocator and BLAS workspaces), not torch tensors alone.
+- output_tokens: the mean number of tokens (special tokens left out) of a translation in the batch pass, over the
+  row's sentences. An AR model pays a decoder step per token: a few outputs that loop to the length limit weigh on
+  its latency, and a length predictor that predicts short translations makes GLAT look faster.
 - bleu (sacreBLEU), repetition_ratio (paper Table 2) and bleu_by_length (Figure 4, source words): on the outputs of
   the untimed batch pass, for the systems whose models were all loaded from folders (trained ones); null otherwise.
   --predictions writes those translations, one file per system and variant.
@@ -454,10 +457,10 @@ def benchmark_decoding(args, variants, tokenizer, sources, references, target_le
             )
         base = dict(kind="decode", system=system.name, variant=variant, device=device, threads=threads)
         rows[(variant, system.name, 1)] = dict(base, batch_size=1, num_sentences=len(single), peak_mem_mb=mem_single,
-                                               **quality)  # fmt: skip
+                                               output_tokens=mean_length(tokens[: len(single)]), **quality)  # fmt: skip
         rows[(variant, system.name, args.batch_size)] = dict(
             base, batch_size=args.batch_size, num_sentences=len(sources), num_batches=len(batched), peak_mem_mb=mem_batched,
-            **quality,
+            output_tokens=mean_length(tokens), **quality,
         )  # fmt: skip
 
     # Timed: the systems take turns batch by batch (sentence by sentence at batch size 1), so that the slow spells
@@ -483,6 +486,11 @@ def benchmark_decoding(args, variants, tokenizer, sources, references, target_le
         for field_name, baseline in (("speedup_vs_ar_greedy", AR_GREEDY), ("speedup_vs_ar_beam", AR_BEAM)):
             row[field_name] = rows[(variant, baseline, batch_size)]["latency_ms"] / row["latency_ms"]
     return list(rows.values())
+
+
+def mean_length(token_lists: list[list[int]]) -> float:
+    """Mean tokens per translation: what the AR model pays one decoder step for, and GLAT does not."""
+    return sum(map(len, token_lists)) / len(token_lists)
 
 
 # -------------------------------------------------------------------------------------- training cost
@@ -542,7 +550,7 @@ def print_tables(rows: list[dict], args, header: str):
     big = args.batch_size
     lines = [header, ""]
     title = (f"{'system':<28} {'variant':<7} | {'b=1 ms':>8} {'xgreedy':>7} {'xbeam4':>7} | {f'b={big} sent/s':>12} "
-             f"{'xgreedy':>7} {'xbeam4':>7} | {'mem MB b1/b' + str(big):>16} | {'BLEU':>6} {'rep %':>6}")  # fmt: skip
+             f"{'xgreedy':>7} {'xbeam4':>7} | {'mem MB b1/b' + str(big):>16} | {'tokens':>6} {'BLEU':>6} {'rep %':>6}")  # fmt: skip
     lines += [title, "-" * len(title)]
     for (variant, name), sizes in by_system.items():
         one, many = sizes[1], sizes[big]
@@ -552,7 +560,7 @@ def print_tables(rows: list[dict], args, header: str):
         lines.append(
             f"{name:<28} {variant:<7} | {one['latency_ms']:8.2f} {one['speedup_vs_ar_greedy']:7.2f} "
             f"{one['speedup_vs_ar_beam']:7.2f} | {many['sentences_per_s']:12.1f} {many['speedup_vs_ar_greedy']:7.2f} "
-            f"{many['speedup_vs_ar_beam']:7.2f} | {memory:>16} | {bleu:>6} {rep:>6}"
+            f"{many['speedup_vs_ar_beam']:7.2f} | {memory:>16} | {many['output_tokens']:6.1f} {bleu:>6} {rep:>6}"
         )
     train = [row for row in rows if row["kind"] == "train"]
     if train:
