@@ -607,11 +607,20 @@ def write_figures(rows: list[dict], folder: str, batch_size: int) -> list[Path]:
 
     with_bleu = [row for row in decode if row["bleu"] is not None]
     if with_bleu:
-        fig, ax = plt.subplots(figsize=(7, 5))
+        # One colour per system, one marker per variant; names written once, at the first variant (fp32).
+        system_names = list(dict.fromkeys(row["system"] for row in with_bleu))
+        variant_names = list(dict.fromkeys(row["variant"] for row in with_bleu))
+        colours = plt.get_cmap("tab20")
+        fig, ax = plt.subplots(figsize=(8, 5.5))
         for row in (r for r in with_bleu if r["batch_size"] == 1):
-            ax.scatter(row["speedup_vs_ar_greedy"], row["bleu"])
-            ax.annotate(f"{row['system']} [{row['variant']}]", (row["speedup_vs_ar_greedy"], row["bleu"]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")  # fmt: skip
+            ax.scatter(row["speedup_vs_ar_greedy"], row["bleu"], color=colours(system_names.index(row["system"]) % 20),
+                       marker="osD^v"[variant_names.index(row["variant"]) % 5], s=30)  # fmt: skip
+            if row["variant"] == variant_names[0]:
+                ax.annotate(row["system"], (row["speedup_vs_ar_greedy"], row["bleu"]), fontsize=7, xytext=(4, 3),
+                            textcoords="offset points")  # fmt: skip
+        for index, variant in enumerate(variant_names):
+            ax.scatter([], [], color="gray", marker="osD^v"[index % 5], label=variant)
+        ax.legend(title="variant", fontsize=8)
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}x"))
         ax.xaxis.set_minor_formatter(FuncFormatter(
@@ -625,10 +634,10 @@ def write_figures(rows: list[dict], folder: str, batch_size: int) -> list[Path]:
         plt.close(fig)
 
         fig, ax = plt.subplots(figsize=(7, 5))
-        for row in (r for r in with_bleu if r["batch_size"] == 1):
+        for row in (r for r in with_bleu if r["batch_size"] == 1 and r["variant"] == variant_names[0]):
             buckets = row["bleu_by_length"]
             points = [(i, b["bleu"]) for i, b in enumerate(buckets) if b["bleu"] is not None]
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{row['system']} [{row['variant']}]")
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=row["system"])
         names = [f"{b['bucket']}\n({b['count']})" for b in with_bleu[0]["bleu_by_length"]]
         ax.set_xticks(range(len(names)), names)
         ax.set_xlabel("source length in words (sentences)")
