@@ -101,8 +101,8 @@ def test_trained_models_add_bleu_repetition_and_the_nat_row(benchmark, tmp_path,
         tokenizer.save_pretrained(tmp_path / kind)
         flags += [f"--{kind}_model", str(tmp_path / kind)]
     output, figures, predictions = tmp_path / "rows.json", tmp_path / "figures", tmp_path / "predictions"
-    benchmark.main([*flags, *SMALL, "--int8", "--bf16", "--no_training_cost", "--output", str(output), "--figures", str(figures),
-                    "--predictions", str(predictions)])  # fmt: skip
+    benchmark.main([*flags, *SMALL, "--int8", "--bf16", "--no_training_cost", "--output", str(output),
+                    "--figures", str(figures), "--predictions", str(predictions)])  # fmt: skip
     rows = json.loads(output.read_text())
     assert not [row for row in rows if row["kind"] == "train"]
 

@@ -34,8 +34,8 @@ How it measures, the same way for every system, in one process, so that the rati
   the untimed batch pass, for the systems whose models were all loaded from folders (trained ones); null otherwise.
   --predictions writes those translations, one file per system and variant.
 - variants: fp32 always; --int8 adds "int8" (every nn.Linear of every model, the AR one included, dynamically
-  quantised; its BLEU shows the cost); --bf16 adds "bf16" (every model cast to bfloat16); --compile adds "compile" (GLAT's stacks compiled, AR eager). Speed-ups are
-  taken within a variant.
+  quantised; its BLEU shows the cost); --bf16 adds "bf16" (every model cast to bfloat16); --compile adds "compile"
+  (GLAT's stacks compiled, AR eager). Speed-ups are taken within a variant.
 - warm-up: --warmup sentences at batch size 1 and the first batch, untimed, before the memory pass and again
   before the timed passes (torch.compile compiles there).
 Random models (no folder given) have the sizes of --preset (or of a loaded model): an untrained length predictor
@@ -126,7 +126,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     timing.add_argument("--int8", action="store_true",
                         help="CPU: add an int8 variant of every system (torch.ao dynamic quantisation of nn.Linear).")
     timing.add_argument("--bf16", action="store_true",
-                        help="Add a bfloat16 variant of every system (weights and activations; CPUs with AVX512-BF16/AMX, GPUs).")
+                        help="Add a bfloat16 variant of every system (CPUs with AVX512-BF16 or AMX, GPUs).")
     timing.add_argument("--compile", action="store_true",
                         help="Add a variant with GLAT's encoder and decoder under torch.compile (AR stays eager).")
     timing.add_argument("--no_training_cost", action="store_true", help="Skip the training-step measurement.")
@@ -267,7 +267,9 @@ def bfloat16(models: Models) -> Models:
 def compiled(models: Models, device: str) -> Models:
     """torch.compile GLAT's encoder and decoder stacks (dynamic shapes; on CPU with inductor's freezing, which
     prepacks the weights for oneDNN). The AR model stays eager: transformers' generate grows its key/value cache
-    every step, which recompiles until dynamo gives up, so its rows in this variant time eager AR again."""
+    every step, which recompiles until dynamo gives up, so its rows in this variant time eager AR again. (Its static
+    cache with a CompileConfig, transformers' own compiled path, was no faster than eager AR on the 2-core CPU, and
+    failed under inductor's freezing with an index error.)"""
     import torch._inductor.config as inductor_config
 
     if device == "cpu":
