@@ -43,6 +43,12 @@ class GlatConfig(PretrainedConfig):
         max_target_length: the number of length classes of the length predictor: targets of 1 to
             `max_target_length` tokens (counting `</s>`). Longer training targets are clipped to the
             last class for the length loss.
+        predict_length_offset: the length predictor classifies the offset target length - source length
+            (the official GLAT command line's `--pred-length-offset`) instead of the target length itself.
+            Its scores are still read as scores of target lengths 1..max_target_length. An absolute
+            predictor must learn the source length from the `<length>` state before it predicts more than
+            the corpus' most frequent length; an offset one starts from "as long as the source". False
+            (absolute) is the default so that models saved before this option load as they were trained.
         length_loss_factor: weight of the length cross-entropy in the loss (the official GLAT command line uses
             0.05; the paper recipes in training/recipes set it).
         label_smoothing: label smoothing of the token loss (0.1 in the paper).
@@ -79,6 +85,7 @@ class GlatConfig(PretrainedConfig):
         scale_embedding: bool = True,
         init_std: float = 0.02,
         max_target_length: int = 128,
+        predict_length_offset: bool = False,
         length_loss_factor: float = 0.1,
         label_smoothing: float = 0.1,
         decoder_input: str = "soft_copy",
@@ -113,6 +120,7 @@ class GlatConfig(PretrainedConfig):
         self.scale_embedding = scale_embedding
         self.init_std = init_std
         self.max_target_length = max_target_length
+        self.predict_length_offset = predict_length_offset
         self.length_loss_factor = length_loss_factor
         self.label_smoothing = label_smoothing
         self.decoder_input = decoder_input

@@ -402,7 +402,10 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = GlatModel(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
-        self.length_head = None if config.use_ctc else nn.Linear(config.d_model, config.max_target_length + 1)
+        # One class per target length 0..max_target_length, or per offset target - source length, from
+        # -(max_position_embeddings - 1) (the longest source) to +max_target_length.
+        length_classes = config.max_target_length + 1 + (config.max_position_embeddings - 1) * config.predict_length_offset
+        self.length_head = None if config.use_ctc else nn.Linear(config.d_model, length_classes)
         self.post_init()
         self.generation_config = GenerationConfig(
             length_beam_size=1,
@@ -513,7 +516,7 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
             encoder_outputs = self.model.encode(input_ids, attention_mask)
         length_logits = None
         if not self.config.use_ctc:
-            length_logits = self.length_head(encoder_outputs.last_hidden_state[:, 0])
+            length_logits = self.length_scores(encoder_outputs.last_hidden_state, attention_mask)
 
         if self.config.use_ctc:
             decoder_mask = self.ctc_decoder_mask(attention_mask)
@@ -576,6 +579,20 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
             logits[loss_mask].float(), labels[loss_mask], label_smoothing=self.config.label_smoothing, reduction="sum"
         )
         return losses / loss_mask.sum().clamp(min=1)
+
+    def length_scores(self, encoder_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, max_target_length + 1) scores of each target length, from the `<length>` state (position 0).
+
+        With `predict_length_offset` the head scores offsets target - source length, and the score of
+        length L is that of the offset L - S for a source of S tokens: the loss, the trainer's length
+        accuracy and decoding read lengths either way.
+        """
+        scores = self.length_head(encoder_states[:, 0])
+        if not self.config.predict_length_offset:
+            return scores
+        lengths = torch.arange(self.config.max_target_length + 1, device=scores.device)
+        offsets = lengths[None, :] - attention_mask.sum(1, keepdim=True) + self.config.max_position_embeddings - 1
+        return scores.gather(1, offsets)
 
     def length_loss(self, length_logits, target_lengths) -> torch.Tensor:
         """Cross-entropy of the target length; a target longer than max_target_length (refused by forward in
@@ -648,7 +665,7 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         if config.use_ctc:
             decoder_mask = self.ctc_decoder_mask(attention_mask)
         else:
-            length_logits = self.length_head(encoder_outputs.last_hidden_state[:, 0])
+            length_logits = self.length_scores(encoder_outputs.last_hidden_state, attention_mask)
             allowed = torch.arange(length_logits.shape[-1], device=input_ids.device)
             allowed = (allowed >= 1) & (allowed <= max_length)
             lengths = length_logits.masked_fill(~allowed, float("-inf")).topk(length_beam_size, dim=-1).indices
