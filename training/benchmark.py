@@ -235,7 +235,9 @@ def build_models(args, tokenizer, folders: dict, mean_target_length: int) -> Mod
             with torch.no_grad():
                 model.length_head.weight.zero_()
                 classes = torch.arange(model.length_head.bias.numel(), dtype=torch.float32)
-                model.length_head.bias.copy_(-(classes - mean_target_length).abs())
+                # an offset head's classes are target - source lengths: there, predict "as long as the source"
+                centre = model.config.max_position_embeddings - 1 if model.config.predict_length_offset else mean_target_length
+                model.length_head.bias.copy_(-(classes - centre).abs())
         return model
 
     models = {kind: loaded.get(kind) or random(kind) for kind in ("glat", "ctc", "ar")}
