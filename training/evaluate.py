@@ -6,8 +6,9 @@
 
 Works for GLAT models (single pass, NPD with self or AR reranking, Mask-Predict iterations, CTC) and for the
 autoregressive MarianMTModel (`--num_beams`). BLEU is sacreBLEU on the detokenized output against the raw
-references, with its signature. A row with the same system, data and test set is replaced, so rerunning
-a command updates its rows. `--table FILE` prints a results file as a Markdown table.
+references, with its signature; for a GLAT model with a length predictor the row also tells how often its top
+length is the reference's (`length_prediction`). A row with the same system, data and test set is replaced, so
+rerunning a command updates its rows. `--table FILE` prints a results file as a Markdown table.
 """
 
 from __future__ import annotations
@@ -80,6 +81,26 @@ def merge_rows(path: Path, new_rows: list[dict]) -> list[dict]:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
     return rows
+
+
+def length_prediction(model, tokenizer, sources, references, batch_size: int, max_source_length: int) -> dict:
+    """The length predictor's top length against the reference's token count (with `</s>`): the share exactly
+    right and within 2 tokens, and how many distinct lengths it predicts. One that has learned only the corpus'
+    most frequent lengths predicts one or two whatever the source."""
+    predicted = []
+    with torch.inference_mode():
+        for start in range(0, len(sources), batch_size):
+            batch = tokenizer(list(sources[start : start + batch_size]), return_tensors="pt", padding=True,
+                              truncation=True, max_length=max_source_length).to(model.device)  # fmt: skip
+            states = model.model.encode(batch["input_ids"], batch["attention_mask"]).last_hidden_state
+            predicted.append(model.length_scores(states, batch["attention_mask"])[:, 1:].argmax(-1).cpu() + 1)
+    predicted = torch.cat(predicted)
+    reference = torch.tensor([len(ids) for ids in tokenizer(text_target=list(references))["input_ids"]])
+    errors = (predicted - reference).abs()
+    share = lambda hits: round(float(hits.float().mean()), 4)  # noqa: E731
+    return {"exact": share(errors == 0), "within_2": share(errors <= 2), "distinct_lengths": int(predicted.unique().numel()),
+            "mean_predicted": round(float(predicted.float().mean()), 2),
+            "mean_reference": round(float(reference.float().mean()), 2)}  # fmt: skip
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -172,8 +193,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
                      **facts, "hardware": machine, "decode_seconds": round(seconds, 1), "sentences": len(sources),
                      "generation": {key: (args.reranker if key == "reranker" else value) for key, value in settings.items()},
                      "model": str(model_dir), "command": " && ".join(filter(None, [args.train_command, command]))})  # fmt: skip
+        if isinstance(model, GlatForConditionalGeneration) and not model.config.use_ctc:
+            rows[-1]["length_prediction"] = length_prediction(model, tokenizer, sources, references, args.batch_size,
+                                                              args.max_source_length)  # fmt: skip
         print(f"{args.system} [{args.data}] {split}: BLEU {bleu['score']:.2f} ({bleu['signature']}), "
-              f"repetition {rows[-1]['repetition_ratio']:.3f}, {seconds:.1f} s")  # fmt: skip
+              f"repetition {rows[-1]['repetition_ratio']:.3f}, {seconds:.1f} s"
+              + (f", length predictor {rows[-1]['length_prediction']}" if "length_prediction" in rows[-1] else ""))
         merge_rows(args.results, rows[-1:])  # each test set as soon as it is done
     return rows
 

@@ -1,0 +1,51 @@
+"""training/evaluate.py: result rows, and the length predictor's report, on a few real Multi30k pairs."""
+
+import importlib.util
+import json
+import sys
+
+import pytest
+import torch
+
+from glat_hf.metrics import corpus_bleu
+
+from helpers import REPO, read_pairs, tiny_model, tokenizer_for
+
+_spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "training" / "evaluate.py")
+evaluate = sys.modules["evaluate_script"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(evaluate)
+
+COUNT = 16
+
+
+@pytest.mark.parametrize("offset", [True, False])
+def test_rows_carry_bleu_of_the_written_translations_and_the_length_predictor_report(multi30k_dir, tmp_path, offset):
+    sources, targets = read_pairs(multi30k_dir, split="test_2016_flickr", count=COUNT)
+    data = tmp_path / "data"
+    data.mkdir()
+    for lang, lines in (("en", sources), ("de", targets)):
+        (data / f"test_2016_flickr.{lang}").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    tokenizer = tokenizer_for(sources + targets)
+    model = tiny_model(len(tokenizer), predict_length_offset=offset, max_target_length=60)
+    with torch.no_grad():  # every class but one scores -10: the offset 0 ("as long as the source") or length 12
+        model.length_head.weight.zero_()
+        model.length_head.bias.fill_(-10.0)
+        model.length_head.bias[model.config.max_position_embeddings - 1 if offset else 12] = 10.0
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+
+    results = tmp_path / "results.json"
+    rows = evaluate.main([str(tmp_path / "model"), "--system", "GLAT", "--data", "raw", "--results", str(results),
+                          "--data_folder", str(data), "--test_splits", "test_2016_flickr", "--device", "cpu"])  # fmt: skip
+    assert json.loads(results.read_text()) == rows and len(rows) == 1
+    row = rows[0]
+    written = (tmp_path / "model" / "predictions" / "GLAT.raw.test_2016_flickr.txt").read_text(encoding="utf-8")
+    assert row["bleu"] == round(corpus_bleu(written.split("\n")[:-1], targets)["score"], 2)
+
+    predicted = [len(ids) for ids in tokenizer(sources)["input_ids"]] if offset else [12] * COUNT
+    reference = [len(ids) for ids in tokenizer(text_target=targets)["input_ids"]]
+    report = row["length_prediction"]
+    assert report["exact"] == pytest.approx(sum(p == r for p, r in zip(predicted, reference)) / COUNT, abs=1e-4)
+    assert report["within_2"] == pytest.approx(sum(abs(p - r) <= 2 for p, r in zip(predicted, reference)) / COUNT, abs=1e-4)
+    assert report["distinct_lengths"] == len(set(predicted))
+    assert report["mean_reference"] == pytest.approx(sum(reference) / COUNT, abs=0.01)
