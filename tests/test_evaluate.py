@@ -49,3 +49,11 @@ def test_rows_carry_bleu_of_the_written_translations_and_the_length_predictor_re
     assert report["within_2"] == pytest.approx(sum(abs(p - r) <= 2 for p, r in zip(predicted, reference)) / COUNT, abs=1e-4)
     assert report["distinct_lengths"] == len(set(predicted))
     assert report["mean_reference"] == pytest.approx(sum(reference) / COUNT, abs=0.01)
+
+
+def test_a_re_evaluated_row_keeps_its_place(tmp_path):
+    path = tmp_path / "results.json"
+    row = lambda system, bleu: {"system": system, "data": "raw", "test_set": "t", "bleu": bleu}  # noqa: E731
+    evaluate.merge_rows(path, [row("A", 1.0), row("B", 2.0)])
+    assert evaluate.merge_rows(path, [row("A", 3.0), row("C", 4.0)]) == [row("A", 3.0), row("B", 2.0), row("C", 4.0)]
+    assert json.loads(path.read_text()) == [row("A", 3.0), row("B", 2.0), row("C", 4.0)]

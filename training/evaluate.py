@@ -74,10 +74,12 @@ def generation_settings(args, is_glat: bool) -> dict:
 
 
 def merge_rows(path: Path, new_rows: list[dict]) -> list[dict]:
-    """The rows of `path` with `new_rows` replacing those of the same system, data and test set."""
+    """The rows of `path` with `new_rows` replacing those of the same system, data and test set in place (so that
+    the table keeps its numbering when a row is re-evaluated); the others are added at the end."""
     rows = json.loads(path.read_text()) if path.is_file() else []
-    keys = {tuple(row[key] for key in ROW_KEYS) for row in new_rows}
-    rows = [row for row in rows if tuple(row[key] for key in ROW_KEYS) not in keys] + new_rows
+    key = lambda row: tuple(row[name] for name in ROW_KEYS)  # noqa: E731
+    replacements = {key(row): row for row in new_rows}
+    rows = [replacements.pop(key(row), row) for row in rows] + list(replacements.values())
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
     return rows
