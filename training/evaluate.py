@@ -77,7 +77,10 @@ def merge_rows(path: Path, new_rows: list[dict]) -> list[dict]:
     """The rows of `path` with `new_rows` replacing those of the same system, data and test set in place (so that
     the table keeps its numbering when a row is re-evaluated); the others are added at the end."""
     rows = json.loads(path.read_text()) if path.is_file() else []
-    key = lambda row: tuple(row[name] for name in ROW_KEYS)  # noqa: E731
+
+    def key(row):
+        return tuple(row[name] for name in ROW_KEYS)
+
     replacements = {key(row): row for row in new_rows}
     rows = [replacements.pop(key(row), row) for row in rows] + list(replacements.values())
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,10 +102,13 @@ def length_prediction(model, tokenizer, sources, references, batch_size: int, ma
     predicted = torch.cat(predicted)
     reference = torch.tensor([len(ids) for ids in tokenizer(text_target=list(references))["input_ids"]])
     errors = (predicted - reference).abs()
-    share = lambda hits: round(float(hits.float().mean()), 4)  # noqa: E731
-    return {"exact": share(errors == 0), "within_2": share(errors <= 2), "distinct_lengths": int(predicted.unique().numel()),
-            "mean_predicted": round(float(predicted.float().mean()), 2),
-            "mean_reference": round(float(reference.float().mean()), 2)}  # fmt: skip
+
+    def mean(values):
+        return float(values.float().mean())
+
+    return {"exact": round(mean(errors == 0), 4), "within_2": round(mean(errors <= 2), 4),
+            "distinct_lengths": int(predicted.unique().numel()), "mean_predicted": round(mean(predicted), 2),
+            "mean_reference": round(mean(reference), 2)}  # fmt: skip
 
 
 def markdown_table(rows: list[dict]) -> str:
