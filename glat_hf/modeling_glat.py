@@ -404,7 +404,8 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         # One class per target length 0..max_target_length, or per offset target - source length, from
         # -(max_position_embeddings - 1) (the longest source) to +max_target_length.
-        length_classes = config.max_target_length + 1 + (config.max_position_embeddings - 1) * config.predict_length_offset
+        negative_offsets = config.max_position_embeddings - 1 if config.predict_length_offset else 0
+        length_classes = config.max_target_length + 1 + negative_offsets
         self.length_head = None if config.use_ctc else nn.Linear(config.d_model, length_classes)
         self.post_init()
         self.generation_config = GenerationConfig(
@@ -711,19 +712,14 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         padding gets pad_token_id and score 0. On GPU the boolean gather would cost a host sync.
         """
         hidden = self.model.decoder(inputs, decoder_mask, encoder_states, encoder_mask)
-        if hidden.device.type == "cpu" and not bool(decoder_mask.all()):
-            logits = self.lm_head(hidden[decoder_mask]).float()
-            best, real_tokens = logits.max(-1)
-            tokens = torch.full(decoder_mask.shape, self.config.pad_token_id, dtype=torch.long)
-            tokens[decoder_mask] = real_tokens
-            if not with_scores:
-                return tokens, None
-            scores = torch.zeros(decoder_mask.shape, dtype=torch.float32)
-            scores[decoder_mask] = best - torch.logsumexp(logits, dim=-1)
-            return tokens, scores
-        logits = self.lm_head(hidden).float()
+        only_real = hidden.device.type == "cpu" and not bool(decoder_mask.all())
+        logits = self.lm_head(hidden[decoder_mask] if only_real else hidden).float()
         best, tokens = logits.max(-1)
-        return tokens, (best - torch.logsumexp(logits, dim=-1)) if with_scores else None
+        scores = best - torch.logsumexp(logits, dim=-1) if with_scores else None
+        if only_real:  # back to (B, T): padding gets pad_token_id and score 0
+            tokens = tokens.new_full(decoder_mask.shape, self.config.pad_token_id).masked_scatter(decoder_mask, tokens)
+            scores = None if scores is None else scores.new_zeros(decoder_mask.shape).masked_scatter(decoder_mask, scores)
+        return tokens, scores
 
     def _refine(self, copied, decoder_mask, encoder_states, encoder_mask, tokens, scores, iteration, total):
         """Mask-Predict step (Ghazvininejad et al. 2019): re-predict the T(N-t)/N least confident tokens.
@@ -758,23 +754,22 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         logits minus their logsumexp, so no (N, T, V) log-softmax is written.
         """
         labels = candidates.masked_fill(candidates == self.config.pad_token_id, -100)
+
+        def per_candidate(tensor):
+            return tensor.repeat_interleave(candidates_per_source, dim=0) if candidates_per_source > 1 else tensor
+
         prepare = getattr(reranker, "prepare_decoder_input_ids_from_labels", None)
         if reranker.config.is_encoder_decoder and prepare is not None:
             encoder_states = reranker.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            if candidates_per_source > 1:
-                encoder_states = encoder_states.repeat_interleave(candidates_per_source, dim=0)
-                attention_mask = attention_mask.repeat_interleave(candidates_per_source, dim=0)
             logits = reranker(
-                encoder_outputs=BaseModelOutput(last_hidden_state=encoder_states),
-                attention_mask=attention_mask,
+                encoder_outputs=BaseModelOutput(last_hidden_state=per_candidate(encoder_states)),
+                attention_mask=per_candidate(attention_mask),
                 decoder_input_ids=prepare(labels=labels),
                 use_cache=False,
             ).logits
         else:
-            if candidates_per_source > 1:
-                input_ids = input_ids.repeat_interleave(candidates_per_source, dim=0)
-                attention_mask = attention_mask.repeat_interleave(candidates_per_source, dim=0)
-            logits = reranker(input_ids=input_ids, attention_mask=attention_mask, labels=labels).logits
+            logits = reranker(input_ids=per_candidate(input_ids), attention_mask=per_candidate(attention_mask),
+                              labels=labels).logits  # fmt: skip
         logits = logits.float()
         log_probs = logits.gather(-1, labels.clamp(min=0)[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
         mask = labels != -100
