@@ -1,28 +1,29 @@
 """`glat-translate`: translate a file (or stdin) line by line with a saved GLAT model folder.
 
-The translation itself is GlatTranslationPipeline's (empty lines, truncation, NPD, reranking); this
-file only reads lines, orders them into batches of similar length, and writes the results back in
-input order, one output line per input line.
+The translation itself is `glat_hf.translation.iter_translations` (length-sorted batches, empty lines,
+truncation, NPD, reranking); this file reads lines, streams them through it chunk by chunk and writes each
+chunk in input order as soon as it is done, one output line per input line. Memory stays flat for any
+input size. An output file is written as OUTPUT.partial and renamed when the run succeeds, so a failed run
+leaves an existing output file untouched and an interrupted one keeps what it had translated.
 """
 
 from __future__ import annotations
 
 import argparse
 import codecs
-import logging
+import os
 import sys
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from .configuration_glat import GlatConfig
 from .modeling_glat import GlatForConditionalGeneration
-from .pipeline_glat import GlatTranslationPipeline
+from .translation import iter_translations, resolve_device
 
 PROG = "glat-translate"
 
@@ -38,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", metavar="FILE", help="where the translations go (default: stdout)")
     parser.add_argument("--batch_size", type=positive_int, default=64, metavar="N", help="sentences per batch (default: 64)")
     parser.add_argument(
+        "--chunk_size",
+        type=positive_int,
+        default=4096,
+        metavar="N",
+        help="lines read, length-sorted and written at a time (default: 4096)",
+    )
+    parser.add_argument(
         "--length_beam_size",
         type=positive_int,
         metavar="M",
@@ -46,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--reranker",
+        "--reranker_name_or_path",
         metavar="FOLDER",
         help="an autoregressive seq2seq model with the same tokenizer that picks the best NPD candidate",
     )
@@ -88,21 +97,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def translate_file(args: argparse.Namespace) -> None:
     """Read, translate, write; the cheap checks come before the model loads, so mistakes fail in seconds."""
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as error:
+        raise ValueError(f"--device: {error}") from None
     if args.input is not None and not Path(args.input).is_file():
         raise FileNotFoundError(f"input file not found: {args.input}")
     if args.output is not None and not Path(args.output).resolve().parent.is_dir():
         raise FileNotFoundError(f"the folder of the output file does not exist: {args.output}")
     with loading_bars_off():
-        translator = load_translator(args.model, device)
+        model, tokenizer = load_model(args.model, device)
         reranker = load_reranker(args.reranker, device) if args.reranker else None
-
-    if args.input is None:
-        lines = read_lines(sys.stdin.buffer, "<stdin>")
-    else:
-        with open(args.input, "rb") as file:
-            lines = read_lines(file, args.input)
-
     generate_kwargs = {
         name: value
         for name, value in dict(
@@ -110,33 +115,28 @@ def translate_file(args: argparse.Namespace) -> None:
         ).items()
         if value is not None  # unset: the model's generation config decides
     }
-    translations = translate_lines(translator, lines, args.batch_size, not args.no_progress, **generate_kwargs)
+    with open(args.input, "rb") if args.input else nullcontext(sys.stdin.buffer) as source:
+        lines = read_lines(source, args.input or "<stdin>")
+        translations = iter_translations(
+            model, tokenizer, lines, args.batch_size, args.chunk_size, progress=not args.no_progress, **generate_kwargs
+        )
+        if args.output is None:
+            for line in translations:
+                write_stdout(one_line(line))
+            return
+        partial = f"{args.output}.partial"
+        try:
+            with open(partial, "w", encoding="utf-8", newline="\n") as file:
+                for line in translations:
+                    file.write(one_line(line))
+        except Exception:
+            os.remove(partial)  # a mistake, not an interruption: nothing half-done is left behind
+            raise
+        os.replace(partial, args.output)
 
-    # Written only now, so that a failed run leaves an existing output file untouched.
-    text = "".join(line.replace("\r", " ").replace("\n", " ") + "\n" for line in translations)
-    if args.output is None:
-        write_stdout(text)
-    else:
-        with open(args.output, "w", encoding="utf-8", newline="\n") as file:
-            file.write(text)
 
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown --device {name!r}: use cpu, cuda, cuda:N or auto") from None
-    if device.type == "cpu":
-        return device
-    if device.type != "cuda":
-        raise ValueError(f"unsupported --device {name!r}: use cpu, cuda, cuda:N or auto")
-    if not torch.cuda.is_available():
-        raise ValueError(f"--device {name} was asked for, but no CUDA GPU is available here; use --device cpu")
-    if device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA GPU(s) here")
-    return device
+def one_line(text: str) -> str:
+    return text.replace("\r", " ").replace("\n", " ") + "\n"
 
 
 @contextmanager
@@ -151,8 +151,8 @@ def loading_bars_off():
             hf_logging.enable_progress_bar()
 
 
-def load_translator(model_folder: str, device: torch.device):
-    """The GLAT model and its tokenizer as a GlatTranslationPipeline on `device`."""
+def load_model(model_folder: str, device: torch.device):
+    """The GLAT model (eval mode, on `device`) and its tokenizer."""
     folder = Path(model_folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"model folder not found: {model_folder}")
@@ -165,8 +165,7 @@ def load_translator(model_folder: str, device: torch.device):
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError, TypeError) as error:
         raise ValueError(f"could not load the tokenizer from {model_folder}: {error}") from None
-    model = GlatForConditionalGeneration.from_pretrained(folder).to(device).eval()
-    return GlatTranslationPipeline(model=model, tokenizer=tokenizer, device=device)
+    return GlatForConditionalGeneration.from_pretrained(folder).to(device).eval(), tokenizer
 
 
 def load_reranker(reranker_folder: str, device: torch.device):
@@ -176,42 +175,16 @@ def load_reranker(reranker_folder: str, device: torch.device):
     return AutoModelForSeq2SeqLM.from_pretrained(reranker_folder).to(device).eval()
 
 
-def read_lines(binary_file, name: str) -> list[str]:
-    """Decode line by line, so that bad bytes are reported with their line number."""
-    lines = []
+def read_lines(binary_file, name: str) -> Iterator[str]:
+    """Decode line by line, as the lines are read, so that bad bytes are reported with their line number."""
     for number, raw in enumerate(binary_file, start=1):
         raw = raw.removesuffix(b"\n").removesuffix(b"\r")
         if number == 1:
             raw = raw.removeprefix(codecs.BOM_UTF8)
         try:
-            lines.append(raw.decode("utf-8"))
+            yield raw.decode("utf-8")
         except UnicodeDecodeError as error:
             raise ValueError(f"{name}, line {number}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
-    return lines
-
-
-def translate_lines(translator, lines: list[str], batch_size: int, progress: bool, **generate_kwargs) -> list[str]:
-    """Translate in batches of similar length (little padding), return the results in input order.
-
-    Longest first: a batch that does not fit in memory fails in the first seconds, not at the end.
-    """
-    if not lines:
-        return []
-    # truncation only keeps the tokenizer quiet here: the pipeline warns about too-long sources itself.
-    encoded = translator.tokenizer(lines, add_special_tokens=False, truncation=True)
-    token_counts = [len(ids) for ids in encoded["input_ids"]]
-    order = sorted(range(len(lines)), key=lambda index: -token_counts[index])
-    translations = [""] * len(lines)
-    # disable=None: a bar only where stderr is a terminal, so logs and pipes stay clean.
-    bar = tqdm(total=len(lines), unit="line", file=sys.stderr, disable=None if progress else True)
-    # Warnings (e.g. a truncated source) print above the bar instead of through it.
-    with bar, logging_redirect_tqdm(loggers=[logging.getLogger("glat_hf"), logging.getLogger("transformers")]):
-        with torch.inference_mode():
-            results = translator((lines[index] for index in order), batch_size=batch_size, **generate_kwargs)
-            for index, result in zip(order, results):
-                translations[index] = result["translation_text"]
-                bar.update(1)
-    return translations
 
 
 def write_stdout(text: str) -> None:

@@ -9,6 +9,8 @@ import torch
 from transformers import Pipeline
 from transformers.utils import logging
 
+from .translation import max_source_tokens
+
 logger = logging.get_logger(__name__)
 
 
@@ -47,14 +49,8 @@ class GlatTranslationPipeline(Pipeline):
             raise TypeError("glat-translation takes a string or a list of strings.")
         return [result[0] for result in super().__call__(list(inputs), **kwargs)]
 
-    def _max_source_tokens(self) -> int:
-        limit = self.model.config.max_position_embeddings - 1  # one position holds <length>
-        if getattr(self.model.config, "use_ctc", False):
-            limit = self.model.config.max_position_embeddings // self.model.config.upsample_ratio
-        return min(limit, self.tokenizer.model_max_length or limit)
-
     def preprocess(self, text: str):
-        limit = self._max_source_tokens()
+        limit = max_source_tokens(self.model, self.tokenizer)
         inputs = self.tokenizer(text, return_tensors="pt")
         if inputs["input_ids"].shape[1] > limit:
             logger.warning(

@@ -167,8 +167,8 @@ def test_missing_input_file_and_output_folder(saved, tmp_path, capsys):
 
 def test_bad_device(saved, tmp_path, capsys):
     source = write_lines(tmp_path / "in.txt", ["A dog."])
-    expect_error(capsys, run_cli(saved.folder, "--input", source, "--device", "banana"), "unknown --device")
-    expect_error(capsys, run_cli(saved.folder, "--input", source, "--device", "mps"), "unsupported --device")
+    expect_error(capsys, run_cli(saved.folder, "--input", source, "--device", "banana"), "unknown device")
+    expect_error(capsys, run_cli(saved.folder, "--input", source, "--device", "mps"), "unsupported device")
     if not torch.cuda.is_available():
         expect_error(capsys, run_cli(saved.folder, "--input", source, "--device", "cuda"), "no CUDA GPU")
     else:
