@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, Features, Value
 
 DATA_DIR_VARIABLE = "GLAT_DATA_DIR"
+logger = logging.getLogger(__name__)
 
 
 def _translation_features(source_lang: str, target_lang: str) -> Features:
@@ -147,18 +149,66 @@ def load_parallel_folder(
     return DatasetDict(datasets)
 
 
-def data_dir() -> Path:
-    """The shared data directory: $GLAT_DATA_DIR, else ../shared/data beside the repository if it exists."""
+def column(dataset: Dataset, lang: str) -> list[str]:
+    """One language's sentences of a translation dataset, in order."""
+    return dataset.flatten()[f"translation.{lang}"]
+
+
+MULTI30K_HUB_ID = "bentrevett/multi30k"
+# The Hub copy names the splits differently and holds only the 2016 test set.
+MULTI30K_HUB_SPLITS = {"train": "train", "val": "validation", "test_2016_flickr": "test"}
+
+
+def data_dir() -> Path | None:
+    """$GLAT_DATA_DIR, the folder that holds the corpora (multi30k/, ...); None when it is not set."""
     configured = os.environ.get(DATA_DIR_VARIABLE)
-    if configured:
-        path = Path(configured).expanduser()
-        if not path.is_dir():
-            raise FileNotFoundError(f"{DATA_DIR_VARIABLE}={configured} is not a folder")
-        return path
-    fallback = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    if fallback.is_dir():
-        return fallback
-    raise FileNotFoundError(
-        f"no data directory: set {DATA_DIR_VARIABLE} to the folder that holds the corpora "
-        f"(e.g. the one with multi30k/); the fallback {fallback} does not exist"
-    )
+    if not configured:
+        return None
+    path = Path(configured).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"{DATA_DIR_VARIABLE}={configured} is not a folder")
+    return path
+
+
+def load_multi30k(
+    splits: list[str],
+    source_lang: str = "en",
+    target_lang: str = "de",
+    folder: str | os.PathLike | None = None,
+    hub_id: str = MULTI30K_HUB_ID,
+) -> DatasetDict:
+    """Multi30k task 1 (Elliott et al. 2016), keyed by the corpus' split names (train, val, test_2016_flickr, ...).
+
+    Read from `folder`, else from $GLAT_DATA_DIR/multi30k; with neither, `hub_id` is loaded with
+    `datasets.load_dataset` into the datasets cache (columns `en` and `de`; train / validation / test =
+    test_2016_flickr, 29,000 / 1,014 / 1,000 pairs). Offline with no data folder, it stops with one line that
+    says to set GLAT_DATA_DIR.
+    """
+    if folder is None and data_dir() is not None:
+        folder = data_dir() / "multi30k"
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{DATA_DIR_VARIABLE}={data_dir()} holds no multi30k/ folder")
+    if folder is not None:
+        return load_parallel_folder(folder, source_lang, target_lang, splits=splits)
+    _check_languages(source_lang, target_lang)
+    unknown = [split for split in splits if split not in MULTI30K_HUB_SPLITS]
+    if unknown:
+        raise ValueError(f"{hub_id} has no split {unknown[0]!r} (it has {sorted(MULTI30K_HUB_SPLITS)}); "
+                         f"set {DATA_DIR_VARIABLE} to a folder holding multi30k/ for the others")  # fmt: skip
+    import datasets
+
+    logger.info(f"No {DATA_DIR_VARIABLE} set: loading Multi30k from the Hub ({hub_id}) into the datasets cache.")
+    try:
+        hub = datasets.load_dataset(hub_id)
+    except (ConnectionError, OSError, ValueError) as error:
+        raise FileNotFoundError(f"no Multi30k data: set {DATA_DIR_VARIABLE} to a folder holding multi30k/ "
+                                f"({hub_id} could not be loaded: {str(error).splitlines()[0]})") from None  # fmt: skip
+    loaded = {}
+    for split in splits:
+        part = hub[MULTI30K_HUB_SPLITS[split]]
+        missing = [lang for lang in (source_lang, target_lang) if lang not in part.column_names]
+        if missing:
+            raise ValueError(f"{hub_id} has no {missing[0]!r} column (it has {part.column_names})")
+        pairs = [{source_lang: s, target_lang: t} for s, t in zip(part[source_lang], part[target_lang])]
+        loaded[split] = Dataset.from_dict({"translation": pairs}, features=_translation_features(source_lang, target_lang))
+    return DatasetDict(loaded)

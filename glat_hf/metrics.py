@@ -7,9 +7,14 @@ their signatures compare with published sacreBLEU numbers (not with the paper's 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 from sacrebleu.metrics import BLEU
+from transformers import EvalPrediction
+
+# A local `evaluate` metric module (evaluate.load("sacrebleu") needs the Hub); the same score as corpus_bleu.
+SACREBLEU_METRIC = str(Path(__file__).resolve().parent / "sacrebleu_metric")
 
 
 def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
@@ -104,8 +109,11 @@ def compute_translation_metrics(tokenizer) -> Callable:
     which no tokenizer can decode: those become the pad id before decoding. BLEU is computed on
     the decoded text; repetition on the predicted ids with pads and other special tokens removed.
     """
+    import evaluate  # imported here: it is slow to import, and only training-time evaluation needs it
+
     pad_id = tokenizer.pad_token_id
     special_ids = set(tokenizer.all_special_ids)
+    bleu = evaluate.load(SACREBLEU_METRIC)
 
     def compute_metrics(eval_prediction) -> dict:
         predictions, label_ids = eval_prediction.predictions, eval_prediction.label_ids
@@ -115,8 +123,26 @@ def compute_translation_metrics(tokenizer) -> Callable:
         hypotheses, references = decode_ids(tokenizer, predictions), decode_ids(tokenizer, label_ids)
         predicted_tokens = [[int(t) for t in row if int(t) not in special_ids] for row in predictions]
         return {
-            "bleu": corpus_bleu(hypotheses, references)["score"],
+            "bleu": bleu.compute(predictions=hypotheses, references=references)["score"],
             "repetition_ratio": repetition_ratio(predicted_tokens),
         }
 
     return compute_metrics
+
+
+class MetricsOnFirst:
+    """`compute_metrics` on the first `count` predictions only (the evaluated dataset's size).
+
+    Seq2SeqTrainer gathers predictions across processes with `gather`, not `gather_for_metrics`, so a
+    multi-process evaluation also returns samples repeated to even out the last batches; they come after the
+    real ones, which stay in order. Set `count` before evaluating another dataset.
+    """
+
+    def __init__(self, compute_metrics: Callable, count: int | None):
+        self.compute_metrics, self.count = compute_metrics, count
+
+    def __call__(self, eval_prediction: EvalPrediction) -> dict:
+        predictions = eval_prediction.predictions
+        predictions = predictions[0] if isinstance(predictions, tuple) else predictions
+        labels = eval_prediction.label_ids
+        return self.compute_metrics(EvalPrediction(predictions=predictions[: self.count], label_ids=labels[: self.count]))

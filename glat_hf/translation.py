@@ -69,6 +69,7 @@ def iter_translations(
     progress: bool = False,
     total: int | None = None,
     desc: str | None = None,
+    target_lengths: Iterable[int] | None = None,
     **generate_kwargs,
 ) -> Iterator[str]:
     """Translations of `sources` by `model.generate(**generate_kwargs)`, one string per source, in input order.
@@ -76,7 +77,8 @@ def iter_translations(
     An empty or whitespace-only source translates to "". A source longer than the model holds (or than
     `max_source_length` tokens) is truncated with a warning. Each translation is one line (inner
     whitespace, newlines included, becomes one space). `progress` shows a bar on stderr where stderr is
-    a terminal. Works for GLAT (`length_beam_size`, `reranker`, `num_iterations`) and for any
+    a terminal. `target_lengths`, one per source, decodes GLAT at those lengths instead of the predicted
+    ones (oracle-length diagnostics: decoder quality apart from length prediction). Works for GLAT (`length_beam_size`, `reranker`, `num_iterations`) and for any
     transformers seq2seq model (`num_beams`, ...).
     """
     if batch_size < 1 or chunk_size < 1:
@@ -87,9 +89,12 @@ def iter_translations(
     bar = tqdm(total=total, desc=desc, unit="sent", file=sys.stderr, disable=None if progress else True)
     # Warnings (a truncated source) print above the bar instead of through it.
     with bar, logging_redirect_tqdm(loggers=[logger, logging.getLogger("transformers")]):
-        sources = iter(sources)
+        sources, lengths = iter(sources), None if target_lengths is None else iter(target_lengths)
         while chunk := list(islice(sources, chunk_size)):
-            yield from _translate_chunk(model, tokenizer, chunk, batch_size, limit, bar, generate_kwargs)
+            chunk_lengths = None if lengths is None else list(islice(lengths, len(chunk)))
+            if chunk_lengths is not None and len(chunk_lengths) != len(chunk):
+                raise ValueError("target_lengths must hold one length per source")
+            yield from _translate_chunk(model, tokenizer, chunk, chunk_lengths, batch_size, limit, bar, generate_kwargs)
 
 
 def translate(model, tokenizer, sources: list[str], batch_size: int = 64, **kwargs) -> list[str]:
@@ -97,7 +102,7 @@ def translate(model, tokenizer, sources: list[str], batch_size: int = 64, **kwar
     return list(iter_translations(model, tokenizer, sources, batch_size, total=len(sources), **kwargs))
 
 
-def _translate_chunk(model, tokenizer, chunk, batch_size, limit, bar, generate_kwargs) -> list[str]:
+def _translate_chunk(model, tokenizer, chunk, lengths, batch_size, limit, bar, generate_kwargs) -> list[str]:
     for index, text in enumerate(chunk):
         if not isinstance(text, str):
             raise TypeError(f"sources must be strings, got {type(text).__name__} at position {index} of a chunk")
@@ -113,9 +118,10 @@ def _translate_chunk(model, tokenizer, chunk, batch_size, limit, bar, generate_k
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
         inputs = tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt").to(model.device)
+        if lengths is not None:
+            inputs["target_lengths"] = torch.tensor([lengths[i] for i in batch], device=model.device)
         with torch.inference_mode():
-            output = model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                                    **generate_kwargs)  # fmt: skip
+            output = model.generate(**inputs, **generate_kwargs)
         for i, text in zip(batch, tokenizer.batch_decode(output, skip_special_tokens=True)):
             translations[i] = " ".join(text.split())
         bar.update(len(batch))

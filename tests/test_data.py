@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from glat_hf.data import data_dir, load_parallel_folder, read_parallel_text, read_translation_jsonl
+from glat_hf.data import data_dir, load_multi30k, load_parallel_folder, read_parallel_text, read_translation_jsonl
 
 
 def test_multi30k_folder_finds_every_split(multi30k_dir):
@@ -102,11 +102,37 @@ def test_data_dir_follows_the_environment(tmp_path, monkeypatch):
         data_dir()
 
 
-def test_data_dir_falls_back_to_shared_data_beside_the_repo(monkeypatch):
+def test_no_data_dir_is_none_and_an_empty_one_is_named(tmp_path, monkeypatch):
     monkeypatch.delenv("GLAT_DATA_DIR", raising=False)
-    fallback = Path(__file__).resolve().parents[2] / "shared" / "data"
-    if fallback.is_dir():
-        assert data_dir() == fallback
-    else:
-        with pytest.raises(FileNotFoundError, match="set GLAT_DATA_DIR"):
-            data_dir()
+    assert data_dir() is None
+    monkeypatch.setenv("GLAT_DATA_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="holds no multi30k/ folder"):
+        load_multi30k(["train"])
+
+
+def hub_layout(folder: Path, pairs: dict[str, int]) -> Path:
+    """A local dataset folder laid out like the Hub's bentrevett/multi30k: one JSON lines file a split, en and de."""
+    folder.mkdir()
+    for split, count in pairs.items():
+        rows = [json.dumps({"en": f"A dog {split} {i}.", "de": f"Ein Hund {split} {i}."}) for i in range(count)]
+        (folder / f"{split}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_multi30k_from_the_hub_layout_without_a_data_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("GLAT_DATA_DIR", raising=False)
+    hub = hub_layout(tmp_path / "multi30k_hub", {"train": 5, "validation": 3, "test": 2})
+    loaded = load_multi30k(["train", "val", "test_2016_flickr"], "de", "en", hub_id=str(hub))
+    assert {split: len(data) for split, data in loaded.items()} == {"train": 5, "val": 3, "test_2016_flickr": 2}
+    assert loaded["val"][1]["translation"] == {"de": "Ein Hund validation 1.", "en": "A dog validation 1."}
+    with pytest.raises(ValueError, match="no split 'test_2017_flickr'.*GLAT_DATA_DIR"):
+        load_multi30k(["test_2017_flickr"], hub_id=str(hub))
+    with pytest.raises(ValueError, match="no 'fr' column"):
+        load_multi30k(["train"], "en", "fr", hub_id=str(hub))
+
+
+def test_offline_without_data_says_to_set_the_data_dir(monkeypatch):
+    monkeypatch.delenv("GLAT_DATA_DIR", raising=False)
+    with pytest.raises(FileNotFoundError, match="set GLAT_DATA_DIR") as error:
+        load_multi30k(["train"])  # the tests run offline, so the Hub cannot be reached
+    assert "\n" not in str(error.value)

@@ -7,7 +7,7 @@ MarianMTModel that `train.py --model_type ar` writes.
 
     python training/distill.py --teacher outputs/multi30k_en_de_ar --output_dir outputs/distilled/multi30k_en_de
 
-reads $GLAT_DATA_DIR/multi30k (or --data_folder) and writes a folder in the same `{split}.{lang}` layout: the
+reads Multi30k ($GLAT_DATA_DIR/multi30k, else the Hub; or --data_folder) and writes a folder in the same `{split}.{lang}` layout: the
 distilled `train.{src,tgt}`, beside links to the other splits, so that `train.py --data_folder OUTPUT_DIR`
 trains on it and still evaluates on the original references. `--train_file X.jsonl` (run_translation's JSON
 lines) writes `OUTPUT_DIR/X.jsonl` instead.
@@ -26,12 +26,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, HfArgumentParser
 
-from glat_hf.data import data_dir, load_parallel_folder, read_translation_jsonl
+from glat_hf.data import column, data_dir, load_parallel_folder, read_translation_jsonl
 from glat_hf.metrics import corpus_bleu
+from glat_hf.translation import check_vocabulary, resolve_device, translate
 
 SHARDS = "shards"
 STATE_FILE = "distill_state.json"
@@ -47,7 +47,7 @@ class DistillArguments:
     )
     train_file: str | None = field(default=None, metadata={"help": "JSON lines to distil instead of a folder split."})
     validation_file: str | None = field(default=None, metadata={"help": "JSON lines for the teacher's BLEU."})
-    split: str = field(default="train", metadata={"help": "The folder split to distil."})
+    train_split: str = field(default="train", metadata={"help": "The folder split to distil.", "aliases": ["--split"]})
     validation_split: str | None = field(
         default="val", metadata={"help": "The folder split the teacher's BLEU is measured on ('' to skip)."}
     )
@@ -68,45 +68,14 @@ class DistillArguments:
             raise ValueError("Pass either --data_folder or --train_file, not both.")
 
 
-# ------------------------------------------------------------------------------------------- the teacher
 def load_teacher(folder: str, device: str):
     """The teacher model (eval mode, on `device`) and its tokenizer."""
     if not (Path(folder) / "config.json").is_file():
         raise FileNotFoundError(f"--teacher {folder}: not a saved model folder (no config.json).")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine.")
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForSeq2SeqLM.from_pretrained(folder).to(device).eval()
-    if model.get_input_embeddings().weight.shape[0] != len(tokenizer):
-        raise ValueError(f"--teacher {folder}: its tokenizer has {len(tokenizer)} tokens but the model {model.config.vocab_size}.")
+    model = AutoModelForSeq2SeqLM.from_pretrained(folder).to(resolve_device(device)).eval()
+    check_vocabulary(model, tokenizer, name=f"teacher {folder}")
     return model, tokenizer
-
-
-def translate(model, tokenizer, sources: list[str], batch_size: int, max_source_length: int, progress=None,
-              **generate_kwargs) -> list[str]:  # fmt: skip
-    """Translations of `sources` by `model.generate(**generate_kwargs)`, in their order.
-
-    Batches hold sentences of similar length (less padding, and a batch ends when its longest output does).
-    An empty or whitespace-only source translates to "". Any seq2seq model works: the teacher's beam search
-    here, and GLAT's parallel decoding in evaluate.py.
-    """
-    order = sorted((i for i, text in enumerate(sources) if text.strip()), key=lambda i: len(sources[i]))
-    translations = [""] * len(sources)
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        inputs = tokenizer([sources[i] for i in batch], max_length=max_source_length, truncation=True, padding=True,
-                           return_token_type_ids=False, return_tensors="pt").to(model.device)  # fmt: skip
-        with torch.inference_mode():
-            ids = model.generate(**inputs, **generate_kwargs)
-        for i, text in zip(batch, tokenizer.batch_decode(ids, skip_special_tokens=True)):
-            translations[i] = " ".join(text.split())  # one line each, no stray newlines
-        if progress is not None:
-            progress.update(len(batch))
-    if progress is not None:
-        progress.update(len(sources) - len(order))
-    return translations
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -115,9 +84,12 @@ def read_input(args: DistillArguments) -> tuple[list[str], Path | None]:
     if args.train_file:
         dataset, folder = read_translation_jsonl(args.train_file, args.source_lang, args.target_lang), None
     else:
+        if not (args.data_folder or data_dir()):
+            raise FileNotFoundError("No data: pass --data_folder or --train_file, or set GLAT_DATA_DIR to a folder "
+                                    "holding multi30k/.")  # fmt: skip
         folder = Path(args.data_folder) if args.data_folder else data_dir() / "multi30k"
-        dataset = load_parallel_folder(folder, args.source_lang, args.target_lang, splits=[args.split])[args.split]
-    sources = dataset.flatten()[f"translation.{args.source_lang}"]
+        dataset = load_parallel_folder(folder, args.source_lang, args.target_lang, [args.train_split])[args.train_split]
+    sources = column(dataset, args.source_lang)
     return sources[: args.max_samples] if args.max_samples is not None else sources, folder
 
 
@@ -129,8 +101,7 @@ def read_validation(args: DistillArguments, folder: Path | None) -> tuple[list[s
         dataset = dataset[args.validation_split]
     else:
         return None
-    flat = dataset.flatten()
-    return flat[f"translation.{args.source_lang}"], flat[f"translation.{args.target_lang}"]
+    return column(dataset, args.source_lang), column(dataset, args.target_lang)
 
 
 def write_lines(path: Path, lines: list[str]) -> None:
@@ -164,15 +135,17 @@ def distil_in_shards(model, tokenizer, sources: list[str], args: DistillArgument
     shard_dir = output_dir / SHARDS
     shard_dir.mkdir(parents=True, exist_ok=True)
     starts = range(0, len(sources), args.shard_size)
-    paths = [shard_dir / f"{args.split}.{index:05d}.{args.target_lang}" for index in range(len(starts))]
+    paths = [shard_dir / f"{args.train_split}.{index:05d}.{args.target_lang}" for index in range(len(starts))]
     done = sum(len(sources[start : start + args.shard_size]) for start, path in zip(starts, paths) if path.is_file())
     translations = []
     with tqdm(total=len(sources), initial=done, desc="distilling", unit="sent", file=sys.stderr) as progress:
         for start, path in zip(starts, paths):
             chunk = sources[start : start + args.shard_size]
             if not path.is_file():
-                write_lines(path, translate(model, tokenizer, chunk, args.batch_size, args.max_source_length, progress,
-                                             num_beams=args.num_beams))
+                translations_of_shard = translate(model, tokenizer, chunk, args.batch_size,
+                                                  max_source_length=args.max_source_length, num_beams=args.num_beams)
+                write_lines(path, translations_of_shard)
+                progress.update(len(chunk))
             shard = read_lines(path)
             if len(shard) != len(chunk):
                 raise ValueError(f"{path} has {len(shard)} lines, expected {len(chunk)}: delete it and rerun.")
@@ -188,14 +161,14 @@ def write_output(args: DistillArguments, sources: list[str], translations: list[
         path = output_dir / Path(args.train_file).name
         write_lines(path, [json.dumps(record, ensure_ascii=False) for record in records])
         return [path]
-    written = [output_dir / f"{args.split}.{args.source_lang}", output_dir / f"{args.split}.{args.target_lang}"]
+    written = [output_dir / f"{args.train_split}.{args.source_lang}", output_dir / f"{args.train_split}.{args.target_lang}"]
     write_lines(written[0], sources)
     write_lines(written[1], translations)
     for entry in sorted(folder.iterdir()):
         name = entry.name[: -len(".gz")] if entry.name.endswith(".gz") else entry.name
         split = name.rsplit(".", 1)[0]
         link = output_dir / entry.name
-        if entry.is_file() and split != args.split and "." in name and not link.exists():
+        if entry.is_file() and split != args.train_split and "." in name and not link.exists():
             link.symlink_to(entry.resolve())
     return written
 
@@ -208,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"--output_dir {output_dir} is the data folder: the distilled files would replace the originals.")
     model, tokenizer = load_teacher(args.teacher, args.device)
     check_state(output_dir, {"teacher": str(Path(args.teacher).resolve()), "input": str((folder or Path(args.train_file)).resolve()),
-                             "split": args.split, "lines": len(sources), "num_beams": args.num_beams,
+                             "split": args.train_split, "lines": len(sources), "num_beams": args.num_beams,
                              "shard_size": args.shard_size, "max_source_length": args.max_source_length})  # fmt: skip
     started = time.perf_counter()
     translations = distil_in_shards(model, tokenizer, sources, args, output_dir)
@@ -219,9 +192,8 @@ def main(argv: list[str] | None = None) -> dict:
     validation = read_validation(args, folder)
     if validation is not None:
         sources_val, references = validation
-        with tqdm(total=len(sources_val), desc="teacher BLEU", unit="sent", file=sys.stderr) as progress:
-            hypotheses = translate(model, tokenizer, sources_val, args.batch_size, args.max_source_length, progress,
-                                   num_beams=args.num_beams)
+        hypotheses = translate(model, tokenizer, sources_val, args.batch_size, max_source_length=args.max_source_length,
+                               progress=True, desc="teacher BLEU", num_beams=args.num_beams)
         bleu = corpus_bleu(hypotheses, references)
         results.update(teacher_bleu=bleu["score"], teacher_bleu_signature=bleu["signature"],
                        validation=args.validation_file or args.validation_split)  # fmt: skip
