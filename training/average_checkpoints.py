@@ -2,7 +2,7 @@
 """Average the weights of a training run's last (or best) checkpoints into one model folder.
 
     python training/average_checkpoints.py outputs/glat-multi30k-en-de --last 5
-    python training/average_checkpoints.py outputs/glat-multi30k-en-de --best 5 --output outputs/avg
+    python training/average_checkpoints.py outputs/glat-multi30k-en-de --best 5 --output_dir outputs/avg
 
 Checkpoint averaging (Vaswani et al. 2017; the GLAT paper averages the 5 best) smooths the noise of
 the last updates. `--best` ranks checkpoints by the eval_bleu that train.py logged at each checkpoint's
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -22,15 +21,7 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import glat_hf  # noqa: F401  (registers the "glat" model type with the Auto classes)
-
-CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-
-
-def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """(step, folder) of every checkpoint-N folder of a run, oldest first."""
-    found = [(int(m.group(1)), path) for path in run_dir.iterdir() if path.is_dir() and (m := CHECKPOINT.match(path.name))]
-    return sorted(found)
-
+from glat_hf.checkpoints import list_checkpoints
 
 def checkpoint_bleu(folder: Path, step: int) -> float | None:
     """The eval_bleu logged at the checkpoint's own step, from its trainer_state.json (None if there is none)."""
@@ -82,14 +73,14 @@ def main(argv: list[str] | None = None) -> Path:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--last", type=int, metavar="N", help="Average the N newest checkpoints.")
     which.add_argument("--best", type=int, metavar="N", help="Average the N checkpoints with the highest eval_bleu.")
-    parser.add_argument("--output", type=Path, help="Where to save the averaged model (default RUN_DIR/averaged).")
+    parser.add_argument("--output_dir", "--output", type=Path, help="Where the averaged model goes (RUN_DIR/averaged).")
     args = parser.parse_args(argv)
     count = args.last if args.last is not None else args.best
     if count < 1:
         parser.error("the number of checkpoints must be at least 1")
     if not args.run_dir.is_dir():
         parser.error(f"{args.run_dir}: no such folder")
-    output = args.output or args.run_dir / "averaged"
+    output = args.output_dir or args.run_dir / "averaged"
 
     chosen = choose_checkpoints(args.run_dir, args.last, args.best)
     if len(chosen) < count:
