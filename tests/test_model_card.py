@@ -1,8 +1,8 @@
 """model_cards/: the README.md model card of an output folder, and the explicit push to the Hub.
 
 The folders here are made the way train.py leaves them (save_pretrained, *_results.json, trainer_state.json,
-training_log.json, a torch-saved GlatTrainingArguments) but without training, so every model variant is
-cheap; tests/test_train_script.py checks the card that a real train.py run writes.
+training_log.json, training_args.json) but without training, so every model variant is cheap;
+tests/test_train_script.py checks the card that a real train.py run writes.
 """
 
 import json
@@ -14,25 +14,26 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from helpers import read_pairs, tiny_marian, tiny_model, tokenizer_for
 from huggingface_hub import ModelCard
 from transformers import GenerationConfig
 
 from glat_hf import GlatTrainingArguments
+from model_cards import ModelCardError, build_model_card, push_to_hub, write_model_card
+from model_cards.model_card import main
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.append(str(REPO))  # model_cards/ is a repository folder, like training/
-from model_cards import ModelCardError, build_model_card, push_to_hub, write_model_card  # noqa: E402
-from model_cards.model_card import main, read_training_args  # noqa: E402
-
 SCRIPT = REPO / "model_cards" / "model_card.py"
 PREDICT_BLEU, EVAL_BLEU, STEPS = 12.3456, 11.0987, 20
 SIGNATURE = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
-BENCHMARK = [
-    {"system": "AR greedy", "device": "cpu", "batch_size": 1, "latency_ms": 50.2, "sentences_per_s": 19.9, "speedup_vs_ar_greedy": 1.0},
-    {"system": "GLAT", "device": "cpu", "batch_size": 1, "latency_ms": 6.5, "sentences_per_s": 153.8, "speedup_vs_ar_greedy": 7.72},
-]  # fmt: skip
+BENCHMARK = [  # as training/benchmark.py --output writes them (fewer keys)
+    {"kind": "decode", "system": "AR greedy", "device": "cpu", "batch_size": 1, "latency_ms": 50.2,
+     "sentences_per_s": 19.9, "speedup_vs_ar_greedy": 1.0, "bleu": None, "bleu_by_length": None},
+    {"kind": "decode", "system": "GLAT", "device": "cpu", "batch_size": 1, "latency_ms": 6.5,
+     "sentences_per_s": 153.8, "speedup_vs_ar_greedy": 7.72, "bleu": None, "bleu_by_length": None},
+    {"kind": "train", "system": "GLAT training step (2 passes)", "variant": "fp32", "device": "cpu", "batch_size": 64,
+     "step_ms": 120.5, "tokens_per_s": 9000.0, "ratio_vs_nat": 1.61, "step_runs_ms": [120.5, 121.0]},
+]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def make_output_folder(folder: Path, tokenizer, kind: str = "glat", **glancing) 
         glancing["glancing"] = "none"
     args = GlatTrainingArguments(output_dir=str(folder), max_steps=STEPS, learning_rate=1e-3, per_device_train_batch_size=8,
                                  warmup_steps=2, seed=7, use_cpu=True, report_to="none", **glancing)  # fmt: skip
-    torch.save(args, folder / "training_args.bin")  # as Trainer.save_model does
+    (folder / "training_args.json").write_text(json.dumps(args.to_dict(), indent=2))  # as train.py does
     results = {
         "train": {"train_samples": 200, "epoch": 0.8, "train_runtime": 12.0},
         "eval": {"eval_bleu": EVAL_BLEU, "eval_samples": 40, "eval_repetition_ratio": 0.04},
@@ -138,13 +139,27 @@ def test_speed_rows_from_a_benchmark_json(tokenizer, tmp_path):
     text = write(folder).text
     assert "Not measured" in text and "python training/benchmark.py" in text
     benchmark = tmp_path / "benchmark.json"
-    benchmark.write_text(json.dumps({"rows": BENCHMARK, "date": "2026-11-23"}))
+    benchmark.write_text(json.dumps(BENCHMARK))
     text = write(folder, benchmark=benchmark).text
-    assert "| system | device | batch | latency (ms) | sentences/s | speed-up vs AR greedy |" in text
+    assert "| system | device | batch | latency (ms) | sentences/s | speed-up vs AR greedy |\n|---|" in text
     assert "| AR greedy | cpu | 1 | 50.2 | 19.9 | 1.00x |" in text and "| GLAT | cpu | 1 | 6.50 | 153.8 | 7.72x |" in text
-    assert "Not measured" not in text
-    with pytest.raises(ModelCardError, match="no rows"):
-        build_model_card(folder, source_lang="en", target_lang="de", benchmark={"rows": []})
+    assert "| system | variant | device | batch | step (ms) | target tokens/s | step time vs NAT |" in text
+    assert "| GLAT training step (2 passes) | fp32 | cpu | 64 | 120.5 | 9000.0 | 1.61x |" in text
+    assert "Not measured" not in text and "BLEU" not in text.split("## Speed")[1].split("## Limitations")[0]
+
+
+@pytest.mark.parametrize("content", [{"rows": BENCHMARK}, [], [["GLAT", 6.5]], "not json {"])
+def test_benchmark_of_another_shape_is_a_clear_error(content, tokenizer, tmp_path, capsys):
+    """Only the list of rows that training/benchmark.py --output writes is read; anything else names the file."""
+    folder = make_output_folder(tmp_path / "glat", tokenizer)
+    benchmark = tmp_path / "other.json"
+    benchmark.write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(ModelCardError, match=re.escape(str(benchmark))):
+        build_model_card(folder, source_lang="en", target_lang="de", benchmark=benchmark)
+    capsys.readouterr()  # the progress bars of make_output_folder
+    assert main(["write", str(folder), "--source_lang", "en", "--target_lang", "de", "--benchmark", str(benchmark)]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: --benchmark {benchmark}:") and not (folder / "README.md").exists()
 
 
 @pytest.mark.parametrize("kind", ["nat", "ctc", "ar"])
@@ -229,12 +244,33 @@ class _Trap:
         return (open, (os.environ["GLAT_TRAP_FILE"], "w"))  # creates the file when unpickled
 
 
-def test_training_args_are_read_without_running_pickled_code(tmp_path, monkeypatch):
-    """training_args.bin is a pickle: reading it for a card must not run what it names."""
+def test_training_args_come_from_json_and_no_pickle_is_read(tokenizer, tmp_path, monkeypatch):
+    """training_args.json is read; Trainer's pickled training_args.bin beside it is never unpickled."""
+    folder = make_output_folder(tmp_path / "glat", tokenizer)
     trap = tmp_path / "trapped"
     monkeypatch.setenv("GLAT_TRAP_FILE", str(trap))
-    torch.save({"learning_rate": 0.5, "payload": _Trap()}, tmp_path / "training_args.bin")
-    args = read_training_args(tmp_path / "training_args.bin")
-    assert args["learning_rate"] == 0.5 and not trap.exists()
-    pickle.loads(pickle.dumps(_Trap())).close()  # the trap does fire when unpickled for real
+    (folder / "training_args.bin").write_bytes(pickle.dumps(_Trap()))
+    args = json.loads((folder / "training_args.json").read_text())
+    (folder / "training_args.json").write_text(json.dumps(dict(args, learning_rate=0.25)))
+    assert "| learning rate | 0.25, linear schedule" in write(folder).text and not trap.exists()
+    pickle.loads((folder / "training_args.bin").read_bytes()).close()  # the trap does fire when unpickled for real
     assert trap.exists()
+
+
+def test_training_args_object_is_the_fallback(tokenizer, tmp_path):
+    """Without training_args.json the arguments object given is used; without either, the settings are left out."""
+    folder = make_output_folder(tmp_path / "glat", tokenizer)
+    (folder / "training_args.json").unlink()
+    assert "records no training settings" in write(folder).text
+    args = GlatTrainingArguments(output_dir=str(folder), max_steps=STEPS, learning_rate=3e-4, seed=11, use_cpu=True,
+                                 report_to="none", glancing_schedule="constant", glancing_ratio_start=0.4)
+    text = write(folder, training_args=args).text
+    assert "| seed | 11 |" in text and "3e-04" not in text and "0.0003, linear schedule" in text
+    assert "| λ schedule | constant 0.4 |" in text
+
+
+def test_model_card_py_is_short():
+    """model_card.py gathers facts and renders template.md: the card's text lives in the template."""
+    lines = SCRIPT.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 300 and max(map(len, lines)) <= 119
+    assert not any("sys.path" in line or "fmt: skip" in line for line in lines)

@@ -365,9 +365,9 @@ def main(argv: list[str] | None = None) -> dict:
         if not training_args.do_train:  # the model is unchanged; keep its tokenizer beside the results
             tokenizer.save_pretrained(output_dir)
         (output_dir / "training_log.json").write_text(json.dumps(trainer.state.log_history, indent=2))
-        (output_dir / "training_args.json").write_text(training_args.to_json_string())
         print_summary(results, raw, names, hypotheses, data_args, output_dir)
-        if training_args.do_train:
+        if training_args.do_train:  # the folder holds the trained model: its arguments, as the card reads them
+            (output_dir / "training_args.json").write_text(training_args.to_json_string())
             write_card(model_args, data_args, training_args, names)
     trainer.end()  # every process: ends the process group of a multi-process run
     return results
