@@ -5,10 +5,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
-GLAT_DATA_DIR ?= $(abspath ../shared/data)
+# The corpora: ../shared/data beside the clone when it is there; otherwise train.py loads Multi30k from the Hub.
+GLAT_DATA_DIR ?= $(if $(wildcard ../shared/data/multi30k),$(abspath ../shared/data))
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1 HF_UPDATE_DOWNLOAD_COUNTS=0 HF_HUB_DISABLE_TELEMETRY=1
+# Offline whenever the data is local; the Hub is reached only to fetch Multi30k.
+RUN_ENV := $(if $(GLAT_DATA_DIR),$(OFFLINE) GLAT_DATA_DIR=$(GLAT_DATA_DIR))
 
-.PHONY: install test demo clean
+.PHONY: install test demo lint clean
 
 install: $(VENV)/.installed
 
@@ -20,10 +23,14 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: install
-	$(OFFLINE) GLAT_DATA_DIR=$(GLAT_DATA_DIR) $(BIN)/python -m pytest
+	$(OFFLINE) $(if $(GLAT_DATA_DIR),GLAT_DATA_DIR=$(GLAT_DATA_DIR)) $(BIN)/python -m pytest
 
 demo: install
-	$(OFFLINE) GLAT_DATA_DIR=$(GLAT_DATA_DIR) $(BIN)/python training/train.py training/recipes/demo.json
+	$(RUN_ENV) $(BIN)/python training/train.py training/recipes/demo.json
+
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf $(VENV) outputs

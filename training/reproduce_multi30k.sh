@@ -26,7 +26,7 @@ train() {  # train NAME ARGS...: python training/train.py ARGS --output_dir R/NA
 
 evaluate() {  # evaluate MODEL SYSTEM DATA [generation flags]: one row per test set in RESULTS
   local model=$1 system=$2 data=$3; shift 3
-  $PY training/evaluate.py "$R/$model" --system "$system" --data "$data" --results "$RESULTS" \
+  $PY training/evaluate_model.py "$R/$model" --system "$system" --data "$data" --results "$RESULTS" \
     --train_command "$TRAIN_COMMAND" ${SKIP_EVALUATED:+--skip_existing} "$@"
 }
 
@@ -80,4 +80,4 @@ evaluate nat_offset_distilled/checkpoint-525 "NAT-base, offset lengths, at 525 s
 evaluate nat_offset_distilled "NAT-base, offset lengths" distilled
 evaluate nat_offset_distilled "NAT-base + NPD (m=7, self rerank), offset lengths" distilled --length_beam_size 7
 
-$PY training/evaluate.py --table "$RESULTS"
+$PY training/evaluate_model.py --table "$RESULTS"
