@@ -1,45 +1,96 @@
-"""training/benchmark.py in-process, on tiny models and a few Multi30k sentences.
+"""training/benchmark.py in-process, on tiny models and a few Multi30k sentences, and benchmark_report.py on its rows.
 
 Checks the shape of what it reports (every system, every field, ratios that follow from the rows, BLEU with
-trained models, figures), never how fast anything is: timings on a shared machine prove nothing.
+trained models, tables and figures), never how fast anything is: timings on a shared machine prove nothing.
 """
 
-import importlib.util
+import contextlib
+import io
 import json
 import math
 import statistics
-import sys
 
 import pytest
 import torch
+from helpers import REPO, load_script, read_pairs, tiny_marian, tiny_model, tokenizer_for
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from glat_hf.metrics import corpus_bleu, decode_ids
-from helpers import REPO, read_pairs, tiny_marian, tiny_model, tokenizer_for
 
 SYSTEMS = [
-    "AR greedy", "AR beam 4", "GLAT", "GLAT NPD m=3", "GLAT NPD m=7", "GLAT NPD m=3 + AR rerank",
-    "GLAT NPD m=7 + AR rerank", "GLAT+CTC", "GLAT Mask-Predict 4 it.", "GLAT Mask-Predict 10 it.",
-]  # fmt: skip
-DECODE_FIELDS = {"system", "device", "batch_size", "latency_ms", "sentences_per_s", "peak_mem_mb",
-                 "speedup_vs_ar_greedy", "speedup_vs_ar_beam", "bleu", "repetition_ratio", "output_tokens"}  # fmt: skip
-TINY = "d_model=32,encoder_layers=1,decoder_layers=1,encoder_attention_heads=2,decoder_attention_heads=2," \
-       "encoder_ffn_dim=64,decoder_ffn_dim=64"  # fmt: skip
+    "AR greedy",
+    "AR beam 4",
+    "GLAT",
+    "GLAT NPD m=3",
+    "GLAT NPD m=7",
+    "GLAT NPD m=3 + AR rerank",
+    "GLAT NPD m=7 + AR rerank",
+    "GLAT+CTC",
+    "GLAT Mask-Predict 4 it.",
+    "GLAT Mask-Predict 10 it.",
+]
+TRAIN_SYSTEMS = {"GLAT training step (2 passes)", "NAT training step", "AR training step"}
+DECODE_FIELDS = {"kind", "system", "variant", "device", "batch_size", "latency_ms", "sentences_per_s", "peak_mem_mb"}
+DECODE_FIELDS |= {"speedup_vs_ar_greedy", "speedup_vs_ar_beam", "bleu", "repetition_ratio", "output_tokens"}
+TINY = "d_model=32,encoder_layers=1,decoder_layers=1,encoder_attention_heads=2,decoder_attention_heads=2"
+TINY += ",encoder_ffn_dim=64,decoder_ffn_dim=64"
 SENTENCES, LATENCY_SENTENCES, BATCH = 12, 3, 8
-SMALL = ["--num_sentences", str(SENTENCES), "--latency_sentences", str(LATENCY_SENTENCES), "--batch_size", str(BATCH),
-         "--repeats", "2", "--warmup", "1", "--threads", "1", "--train_batch_size", "6", "--train_steps", "1"]  # fmt: skip
+SMALL = f"--num_sentences {SENTENCES} --latency_sentences {LATENCY_SENTENCES} --batch_size {BATCH} --repeats 2"
+SMALL = (SMALL + " --warmup 1 --threads 1 --train_batch_size 6 --train_steps 1").split()
+FIGURES = ("speedup.png", "bleu_vs_speedup.png", "bleu_by_length.png")
 
 
 @pytest.fixture(scope="module")
 def benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark", REPO / "training" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["benchmark"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("training/benchmark.py")
+
+
+@pytest.fixture(scope="module")
+def report():
+    return load_script("training/benchmark_report.py")
+
+
+def run_main(module, argv):
+    """(what main returns, what it printed)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        returned = module.main([str(arg) for arg in argv])
+    return returned, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def quick(benchmark, tmp_path_factory):
+    """--quick with random models: (rows file, rows returned, printed)."""
+    output = tmp_path_factory.mktemp("quick") / "rows.json"
+    flags = ["--config_overrides", TINY, "--vocab_size", 300, "--tokenizer_pairs", 300]
+    returned, printed = run_main(benchmark, ["--quick", *flags, *SMALL, "--output", output])
+    return output, returned, printed
+
+
+@pytest.fixture(scope="module")
+def trained(benchmark, tmp_path_factory, multi30k_dir):
+    """Tiny models saved to folders, as trained ones are, in three variants: (folder, rows file)."""
+    folder = tmp_path_factory.mktemp("trained")
+    sources, targets = read_pairs(multi30k_dir, count=300)
+    tokenizer = tokenizer_for(sources + targets, vocab_size=400)
+    vocab = len(tokenizer)
+    torch.manual_seed(0)
+    models = {"glat": tiny_model(vocab), "ctc": tiny_model(vocab, use_ctc=True), "nat": tiny_model(vocab)}
+    models["ar"] = tiny_marian(vocab)
+    flags = []
+    for kind, model in models.items():
+        model.save_pretrained(folder / kind)
+        tokenizer.save_pretrained(folder / kind)
+        flags += [f"--{kind}_model", folder / kind]
+    output, predictions = folder / "rows.json", folder / "predictions"
+    flags += ["--int8", "--bf16", "--no_training_cost", "--output", output, "--predictions", predictions]
+    run_main(benchmark, [*flags, *SMALL])
+    return folder, output
 
 
 def decode_rows(rows, variant="fp32"):
-    return {(row["system"], row["batch_size"]): row for row in rows if row["kind"] == "decode" and row["variant"] == variant}
+    chosen = [row for row in rows if row["kind"] == "decode" and row["variant"] == variant]
+    return {(row["system"], row["batch_size"]): row for row in chosen}
 
 
 def check_rows(rows, systems, variant="fp32"):
@@ -56,7 +107,9 @@ def check_rows(rows, systems, variant="fp32"):
         sentences_per_batch = 1 if size == 1 else SENTENCES / math.ceil(SENTENCES / BATCH)
         assert row["sentences_per_s"] == pytest.approx(1000 * sentences_per_batch / row["latency_ms"], rel=1e-9)
         assert row["num_sentences"] == (LATENCY_SENTENCES if size == 1 else SENTENCES)
-    assert table[("AR greedy", 1)]["speedup_vs_ar_greedy"] == 1.0 and table[("AR beam 4", BATCH)]["speedup_vs_ar_beam"] == 1.0
+        assert row["output_tokens"] > 0
+    assert table[("AR greedy", 1)]["speedup_vs_ar_greedy"] == 1.0
+    assert table[("AR beam 4", BATCH)]["speedup_vs_ar_beam"] == 1.0
     return table
 
 
@@ -65,47 +118,36 @@ def check_png(path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_random_models_report_every_system_speed_only(benchmark, tmp_path, capsys):
-    output, figures = tmp_path / "rows.json", tmp_path / "figures"
-    returned = benchmark.main(["--quick", "--config_overrides", TINY, "--vocab_size", "300", "--tokenizer_pairs", "300",
-                               *SMALL, "--output", str(output), "--figures", str(figures)])  # fmt: skip
+def test_quick_random_models_report_every_system_speed_only(quick):
+    output, returned, printed = quick
     rows = json.loads(output.read_text())
     assert rows == json.loads(json.dumps(returned))
     table = check_rows(rows, SYSTEMS)
     assert all(row["bleu"] is None and row["repetition_ratio"] is None for row in table.values())
 
     train = {row["system"]: row for row in rows if row["kind"] == "train"}
-    assert set(train) == {"GLAT training step (2 passes)", "NAT training step", "AR training step"}
+    assert set(train) == TRAIN_SYSTEMS
     nat = train["NAT training step"]
     for row in train.values():
         assert row["tokens_per_s"] == pytest.approx(row["target_tokens"] / (row["step_ms"] / 1000), rel=1e-9)
         assert row["ratio_vs_nat"] == pytest.approx(row["step_ms"] / nat["step_ms"], rel=1e-9)
         assert row["target_tokens"] == nat["target_tokens"] > 0 and row["batch_size"] == 6
-    check_png(figures / "speedup.png")
-    assert not (figures / "bleu_vs_speedup.png").exists()  # no BLEU without trained models
-
-    printed = capsys.readouterr().out
-    assert all(name in printed for name in SYSTEMS) and "Training cost" in printed
+    assert all(name in printed for name in [*SYSTEMS, *TRAIN_SYSTEMS])  # a line a row as it goes
 
 
-def test_trained_models_add_bleu_repetition_and_the_nat_row(benchmark, tmp_path, multi30k_dir):
-    sources, targets = read_pairs(multi30k_dir, count=300)
-    tokenizer = tokenizer_for(sources + targets, vocab_size=400)
-    vocab = len(tokenizer)
-    torch.manual_seed(0)
-    folders = {"glat": tiny_model(vocab), "ctc": tiny_model(vocab, use_ctc=True), "nat": tiny_model(vocab),
-               "ar": tiny_marian(vocab)}  # fmt: skip
-    flags = []
-    for kind, model in folders.items():
-        model.save_pretrained(tmp_path / kind)
-        tokenizer.save_pretrained(tmp_path / kind)
-        flags += [f"--{kind}_model", str(tmp_path / kind)]
-    output, figures, predictions = tmp_path / "rows.json", tmp_path / "figures", tmp_path / "predictions"
-    benchmark.main([*flags, *SMALL, "--int8", "--bf16", "--no_training_cost", "--output", str(output),
-                    "--figures", str(figures), "--predictions", str(predictions)])  # fmt: skip
+def test_report_prints_the_tables_and_the_speedup_figure_of_random_rows(report, quick, tmp_path):
+    written, printed = run_main(report, [quick[0], "--figures", tmp_path])
+    assert written == [tmp_path / "speedup.png"]  # no BLEU without trained models
+    check_png(tmp_path / "speedup.png")
+    table = printed.split("Training cost")[0]
+    assert all(f"\n{name:<28} fp32" in table for name in SYSTEMS)
+    assert all(name in printed.split("Training cost")[1] for name in TRAIN_SYSTEMS)
+
+
+def test_trained_models_add_bleu_repetition_and_the_nat_row(benchmark, trained, multi30k_dir):
+    folder, output = trained
     rows = json.loads(output.read_text())
     assert not [row for row in rows if row["kind"] == "train"]
-
     for variant in ("fp32", "int8", "bf16"):
         table = check_rows(rows, SYSTEMS + ["NAT"], variant)
         for (name, size), row in table.items():
@@ -115,25 +157,40 @@ def test_trained_models_add_bleu_repetition_and_the_nat_row(benchmark, tmp_path,
             other = table[(name, 1 if size == BATCH else BATCH)]  # both rows carry the quality of the batch pass
             assert all(row[key] == other[key] for key in ("bleu", "repetition_ratio", "bleu_by_length"))
 
-    # The translations are the model's own, back in the order of the sentences (the batches are sorted by length),
-    # and BLEU is theirs against the references.
+    # The translations are the model's own, in the order of the sentences (batches are sorted by length), and BLEU
+    # is theirs against the references; output_tokens counts the tokens of the timed batches' outputs.
     test_sources, references = read_pairs(multi30k_dir, split="test_2016_flickr", count=SENTENCES)
-    for name, folder, kwargs in (("GLAT NPD m=3", "glat", {"length_beam_size": 3}), ("AR greedy", "ar", {})):
-        model = benchmark.AutoModelForSeq2SeqLM.from_pretrained(tmp_path / folder).eval()
-        generated = [model.generate(**tokenizer([text], return_tensors="pt", truncation=True, max_length=32), **kwargs)
-                     for text in test_sources]  # fmt: skip
-        expected = [decode_ids(tokenizer, ids)[0] for ids in generated]
+    tokenizer = AutoTokenizer.from_pretrained(folder / "glat")
+    for name, kind, kwargs in (("GLAT NPD m=3", "glat", {"length_beam_size": 3}), ("AR greedy", "ar", {})):
+        model = AutoModelForSeq2SeqLM.from_pretrained(folder / kind).eval()
+        generated = []
+        for text in test_sources:  # one at a time, cut as the benchmark cuts them (the CTC model holds 32 tokens)
+            inputs = tokenizer([text], return_tensors="pt", truncation=True, max_length=32)
+            generated.append(model.generate(**inputs, **kwargs))
+        expected = [" ".join(decode_ids(tokenizer, ids)[0].split()) for ids in generated]
         lengths = [sum(t not in tokenizer.all_special_ids for t in ids[0].tolist()) for ids in generated]
         assert decode_rows(rows)[(name, BATCH)]["output_tokens"] == pytest.approx(sum(lengths) / len(lengths))
-        written = (predictions / f"{benchmark.slug(name)}.fp32.txt").read_text(encoding="utf-8").split("\n")[:-1]
-        if folder == "glat":  # GLAT copies its source, so its random translations differ; the AR's need not
+        written = (folder / "predictions" / f"{benchmark.slug(name)}.fp32.txt").read_text(encoding="utf-8")
+        written = written.split("\n")[:-1]
+        if kind == "glat":  # GLAT copies its source, so its random translations differ; the AR's need not
             assert len(set(expected)) > SENTENCES // 2, "the order check needs translations that differ"
         assert written == expected, name
         assert decode_rows(rows)[(name, BATCH)]["bleu"] == pytest.approx(corpus_bleu(written, references)["score"])
-    assert len(list(predictions.glob("*.txt"))) == 3 * len(SYSTEMS + ["NAT"])  # fp32, int8, bf16
+    assert len(list((folder / "predictions").glob("*.txt"))) == 3 * len(SYSTEMS + ["NAT"])  # fp32, int8, bf16
 
-    for name in ("speedup.png", "bleu_vs_speedup.png", "bleu_by_length.png"):
-        check_png(figures / name)
+
+def test_report_draws_the_three_figures_of_trained_rows(report, trained, tmp_path):
+    written, printed = run_main(report, [trained[1], "--figures", tmp_path])
+    assert written == [tmp_path / name for name in FIGURES]
+    for path in written:
+        check_png(path)
+    assert all(f"\n{name:<28} {variant:<7} |" in printed for name in SYSTEMS for variant in ("fp32", "int8", "bf16"))
+    assert "Training cost" not in printed
+
+
+def test_report_reads_the_committed_cpu_results(report):
+    _, printed = run_main(report, [REPO / "results" / "benchmark_cpu.json"])
+    assert "GLAT training step (2 passes)" in printed and "\nGLAT                         compile |" in printed
 
 
 def test_cpu_memory_sees_a_large_temporary_tensor(benchmark):
@@ -148,3 +205,7 @@ def test_cpu_memory_sees_a_large_temporary_tensor(benchmark):
     with memory:
         pass
     assert memory.peak_mb < 20
+
+
+def test_benchmark_script_stays_short():
+    assert len((REPO / "training" / "benchmark.py").read_text().splitlines()) <= 500
