@@ -1,8 +1,6 @@
 """training/distill.py on a handful of real Multi30k pairs with a tiny teacher that has memorised them."""
 
-import importlib.util
 import json
-import sys
 
 import pytest
 import torch
@@ -10,11 +8,9 @@ from transformers import MarianConfig, MarianMTModel
 
 from glat_hf.data import load_parallel_folder, read_translation_jsonl
 
-from helpers import REPO, read_pairs, tokenizer_for
+from helpers import load_script, read_pairs, tokenizer_for
 
-_spec = importlib.util.spec_from_file_location("distill", REPO / "training" / "distill.py")
-distill = sys.modules["distill"] = importlib.util.module_from_spec(_spec)  # dataclasses look their module up
-_spec.loader.exec_module(distill)
+distill = load_script("training/distill.py")
 
 COUNT, SHARD, BATCH, BEAMS = 12, 5, 4, 2  # three shards: 5 + 5 + 2 sentences
 

@@ -1,19 +1,15 @@
-"""training/evaluate.py: result rows, and the length predictor's report, on a few real Multi30k pairs."""
+"""training/evaluate_model.py: result rows, and the length predictor's report, on a few real Multi30k pairs."""
 
-import importlib.util
 import json
-import sys
 
 import pytest
 import torch
 
 from glat_hf.metrics import corpus_bleu
 
-from helpers import REPO, read_pairs, tiny_model, tokenizer_for
+from helpers import load_script, read_pairs, tiny_model, tokenizer_for
 
-_spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "training" / "evaluate.py")
-evaluate = sys.modules["evaluate_script"] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(evaluate)
+evaluate_model = load_script("training/evaluate_model.py")
 
 COUNT = 16
 
@@ -35,7 +31,7 @@ def test_rows_carry_bleu_of_the_written_translations_and_the_length_predictor_re
     tokenizer.save_pretrained(tmp_path / "model")
 
     results = tmp_path / "results.json"
-    rows = evaluate.main([str(tmp_path / "model"), "--system", "GLAT", "--data", "raw", "--results", str(results),
+    rows = evaluate_model.main([str(tmp_path / "model"), "--system", "GLAT", "--data", "raw", "--results", str(results),
                           "--data_folder", str(data), "--test_splits", "test_2016_flickr", "--device", "cpu"])  # fmt: skip
     assert json.loads(results.read_text()) == rows and len(rows) == 1
     row = rows[0]
@@ -54,6 +50,6 @@ def test_rows_carry_bleu_of_the_written_translations_and_the_length_predictor_re
 def test_a_re_evaluated_row_keeps_its_place(tmp_path):
     path = tmp_path / "results.json"
     row = lambda system, bleu: {"system": system, "data": "raw", "test_set": "t", "bleu": bleu}  # noqa: E731
-    evaluate.merge_rows(path, [row("A", 1.0), row("B", 2.0)])
-    assert evaluate.merge_rows(path, [row("A", 3.0), row("C", 4.0)]) == [row("A", 3.0), row("B", 2.0), row("C", 4.0)]
+    evaluate_model.merge_rows(path, [row("A", 1.0), row("B", 2.0)])
+    assert evaluate_model.merge_rows(path, [row("A", 3.0), row("C", 4.0)]) == [row("A", 3.0), row("B", 2.0), row("C", 4.0)]
     assert json.loads(path.read_text()) == [row("A", 3.0), row("B", 2.0), row("C", 4.0)]

@@ -9,7 +9,6 @@ group_by_length (glat_hf.trainer.SeededLengthGroupedSampler); and the same CPU k
 thread count add in the same order.
 """
 
-import importlib.util
 import json
 import os
 import signal
@@ -22,6 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from glat_hf.checkpoints import resolve_resume_checkpoint
 from glat_hf.trainer import SeededLengthGroupedSampler
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,22 +132,10 @@ def test_length_grouped_order_depends_on_seed_and_epoch_only():
     assert list(sampler) != first  # each epoch its own order
 
 
-def _train_module():
-    spec = importlib.util.spec_from_file_location("glat_train_for_resume", TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_resuming_from_a_half_written_checkpoint_is_a_clear_error(tmp_path):
-    train = _train_module()
     (tmp_path / "checkpoint-4").mkdir()
     (tmp_path / "checkpoint-4" / "trainer_state.json").write_text('{"global_step": 4, "log_hist')  # cut off
-    args = train.parse_arguments(["--output_dir", str(tmp_path), "--do_train", "--resume_from_checkpoint",
-                                  str(tmp_path / "checkpoint-4")])  # fmt: skip
     with pytest.raises(FileNotFoundError, match=r"checkpoint-4: no readable trainer_state\.json"):
-        train.resolve_checkpoint(args[1], args[2])
-    args[2].resume_from_checkpoint = "true"
+        resolve_resume_checkpoint(str(tmp_path), str(tmp_path / "checkpoint-4"), True, False)
     with pytest.raises(FileNotFoundError, match="none saved completely"):
-        train.resolve_checkpoint(args[1], args[2])
+        resolve_resume_checkpoint(str(tmp_path), "true", True, False)

@@ -4,11 +4,9 @@ Every run is a subprocess (`python training/train.py ...` or `accelerate launch 
 Multi30k through GLAT_DATA_DIR, as a user would run them.
 """
 
-import importlib.util
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +18,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSeq2SeqLM
 
 import glat_hf  # noqa: F401  (registers "glat" with the Auto classes)
+from helpers import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "training" / "train.py"
@@ -226,18 +225,10 @@ def test_non_empty_output_dir_needs_overwrite(multi30k_dir, tmp_path):
     assert code != 0 and "no checkpoint" in output
 
 
-def load_train_module():
-    spec = importlib.util.spec_from_file_location("glat_train_script", TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("recipe", sorted((REPO / "training" / "recipes").glob("*.json")), ids=lambda path: path.stem)
 def test_recipes_parse(recipe):
     """Every recipe is a valid argument file, and command-line flags after it override it."""
-    train = load_train_module()
+    train = load_script("training/train.py")
     model_args, data_args, training_args = train.parse_arguments([str(recipe), "--max_steps", "7"])
     assert training_args.max_steps == 7 and training_args.use_cpu == (not torch.cuda.is_available())
     assert training_args.output_dir and model_args.model_type in ("glat", "nat", "ar")
