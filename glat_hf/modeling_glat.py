@@ -37,7 +37,9 @@ def _additive_key_mask(key_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tens
     SDPA takes its mask-free kernel. On GPU the check would cost a host sync, and under torch.compile
     it would break the graph, so there the mask is always built.
     """
-    if key_mask.device.type == "cpu" and not torch.compiler.is_compiling() and bool(key_mask.all()):
+    # A trace (the ONNX export) would freeze this branch on its example batch: there the mask is always built.
+    compiled_or_traced = torch.compiler.is_compiling() or torch.jit.is_tracing()
+    if key_mask.device.type == "cpu" and not compiled_or_traced and bool(key_mask.all()):
         return None
     return torch.zeros(key_mask.shape, dtype=dtype, device=key_mask.device).masked_fill(
         ~key_mask, torch.finfo(dtype).min
@@ -56,7 +58,8 @@ def _replayed_randomness(seed: int | None, device: torch.device):
 
 
 def _unreadable_safetensors(folder: str) -> list[str]:
-    """Names of the .safetensors files in `folder` whose header safetensors cannot read (truncated, not safetensors)."""
+    """Names of the .safetensors files in `folder` whose header safetensors cannot read (truncated, not a file
+    in the safetensors format)."""
     unreadable = []
     for name in sorted(os.listdir(folder)):
         if name.endswith(".safetensors"):
@@ -72,6 +75,11 @@ def _lengths_to_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch
     """(B,) lengths -> (B, L) bool, True on the first `length` positions."""
     max_len = int(lengths.max()) if max_len is None else max_len
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def _repeat_rows(tensor: torch.Tensor, times: int) -> torch.Tensor:
+    """Each row `times` times, the copies adjacent: the layout of the length candidates of one source."""
+    return tensor.repeat_interleave(times, dim=0) if times > 1 else tensor
 
 
 class GlatAttention(nn.Module):
@@ -168,7 +176,11 @@ class GlatLayer(nn.Module):
 
 
 class GlatStack(nn.Module):
-    """Learned positions + a stack of layers: the encoder (is_decoder=False) or the decoder (True)."""
+    """Learned positions + a stack of layers: the encoder (is_decoder=False) or the decoder (True).
+
+    The positions are added once to the input, or for the decoder with decoder_positions "every_layer"
+    to the hidden states before every layer (each time followed by dropout), as the official code does.
+    """
 
     def __init__(self, config: GlatConfig, is_decoder: bool):
         super().__init__()
@@ -177,20 +189,25 @@ class GlatStack(nn.Module):
         self.layers = nn.ModuleList(GlatLayer(config, is_decoder) for _ in range(num_layers))
         self.layer_norm = nn.LayerNorm(config.d_model) if config.normalize_before else nn.Identity()
         self.dropout = config.dropout
+        self.positions_every_layer = is_decoder and config.decoder_positions == "every_layer"
 
     def forward(self, inputs_embeds, mask, encoder_hidden_states=None, encoder_mask=None):
-        positions = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device)
-        hidden_states = F.dropout(inputs_embeds + self.embed_positions(positions), self.dropout, self.training)
+        positions = self.embed_positions(torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device))
+        hidden_states = inputs_embeds
         attention_mask = _additive_key_mask(mask, hidden_states.dtype)
         encoder_attention_mask = None
         if encoder_hidden_states is not None:
             encoder_attention_mask = _additive_key_mask(encoder_mask, hidden_states.dtype)
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers):
+            if index == 0 or self.positions_every_layer:
+                hidden_states = F.dropout(hidden_states + positions, self.dropout, self.training)
             hidden_states = layer(hidden_states, attention_mask, encoder_hidden_states, encoder_attention_mask)
         return self.layer_norm(hidden_states)
 
 
-def uniform_copy_indices(source_lengths: torch.Tensor, target_lengths: torch.Tensor, target_len: int) -> torch.Tensor:
+def uniform_copy_indices(
+    source_lengths: torch.Tensor, target_lengths: torch.Tensor, target_len: int
+) -> torch.Tensor:
     """Source position copied to each target position: round(t * (S-1)/(T-1)) (Gu et al. 2018). (B, T) float."""
     step = (source_lengths - 1).float() / (target_lengths - 1).clamp(min=1).float()
     positions = torch.arange(target_len, device=source_lengths.device).float()
@@ -198,24 +215,34 @@ def uniform_copy_indices(source_lengths: torch.Tensor, target_lengths: torch.Ten
 
 
 class GlatSoftCopy(nn.Module):
-    """Soft copy: each target position attends over the source embeddings (the official GLAT default input).
+    """Soft copy: each target position attends over the source; the value is the source token embedding.
 
-    The score of source j for target t is a learned query(position t) . key(source j) plus the
-    distance prior -|j - t(S-1)/(T-1)| that centres position t on its uniform-copy source (the
-    official code's soft copy); the value is the source token embedding.
+    `source_keys` are the source token embeddings plus their encoder positions, `target_positions` the
+    decoder's positional embeddings. The score of source j for target t depends on soft_copy_form:
+
+    - "official" (the official GLAT code with --src-embedding-copy): (W pos_t) . key_j, W one linear map
+      without bias, not scaled by 1/sqrt(d), with no prior.
+    - "distance_prior": query(pos_t) . key(key_j) / sqrt(d), biased query and key projections, plus the fixed
+      prior -|j - t(S-1)/(T-1)|, which centres target t on its uniform-copy source, so that an untrained
+      model starts from uniform copy.
+
+    The softmax runs over the real source positions.
     """
 
     def __init__(self, config: GlatConfig):
         super().__init__()
-        self.query = nn.Linear(config.d_model, config.d_model)
-        self.key = nn.Linear(config.d_model, config.d_model)
-        self.scaling = config.d_model**-0.5
+        self.distance_prior = config.soft_copy_form == "distance_prior"
+        self.query = nn.Linear(config.d_model, config.d_model, bias=self.distance_prior)
+        self.key = nn.Linear(config.d_model, config.d_model) if self.distance_prior else None
+        self.scaling = config.d_model**-0.5 if self.distance_prior else 1.0
 
     def forward(self, target_positions, source_keys, source_values, source_mask, target_lengths):
-        scores = torch.einsum("td,bsd->bts", self.query(target_positions), self.key(source_keys)) * self.scaling
-        centres = uniform_copy_indices(source_mask.sum(1), target_lengths, target_positions.shape[0])
-        source_index = torch.arange(source_mask.shape[1], device=scores.device).float()
-        scores = scores - (source_index[None, None, :] - centres[:, :, None]).abs().to(scores.dtype)
+        keys = self.key(source_keys) if self.distance_prior else source_keys
+        scores = torch.einsum("td,bsd->bts", self.query(target_positions), keys) * self.scaling
+        if self.distance_prior:
+            centres = uniform_copy_indices(source_mask.sum(1), target_lengths, target_positions.shape[0])
+            source_index = torch.arange(source_mask.shape[1], device=scores.device).float()
+            scores = scores - (source_index[None, None, :] - centres[:, :, None]).abs().to(scores.dtype)
         scores = scores.masked_fill(~source_mask[:, None, :], torch.finfo(scores.dtype).min)
         return torch.softmax(scores, dim=-1) @ source_values
 
@@ -271,7 +298,9 @@ class GlatPreTrainedModel(PreTrainedModel):
         corrupt (transformers alone raises safetensors' "Error while deserializing header", naming neither).
         """
         if kwargs.get("use_safetensors") is False:
-            raise ValueError("GLAT weights are read only from safetensors files; use_safetensors=False is not supported.")
+            raise ValueError(
+                "GLAT weights are read only from safetensors files; use_safetensors=False is not supported."
+            )
         kwargs["use_safetensors"] = True
         source = None if pretrained_model_name_or_path is None else str(pretrained_model_name_or_path)
         if source is not None and os.path.isfile(source) and not source.endswith(".safetensors"):
@@ -299,7 +328,8 @@ class GlatPreTrainedModel(PreTrainedModel):
 
 
 class GlatModel(GlatPreTrainedModel):
-    """Encoder with a `<length>` token, and a decoder without causal mask whose input is copied from the source.
+    """Encoder (with a `<length>` token first for length_predictor "length_token"), and a decoder without causal
+    mask whose input is copied from the source.
 
     One token embedding serves the encoder, the decoder's glanced inputs and (tied) the output layer:
     the vocabulary is joint, and glancing feeds target embeddings from the output embedding matrix (§3.1).
@@ -323,18 +353,37 @@ class GlatModel(GlatPreTrainedModel):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.shared(ids) * self.embed_scale
 
+    @property
+    def prepends_length_token(self) -> bool:
+        return self.config.length_predictor == "length_token"
+
+    def encoder_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, S) source mask -> (B, S') bool mask of the encoder states, the `<length>` state included."""
+        if not self.prepends_length_token:
+            return attention_mask.bool()
+        return torch.cat([attention_mask.new_ones(attention_mask.shape[0], 1), attention_mask], 1).bool()
+
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> BaseModelOutput:
-        """Encode `<length>` + source. Position 0 of the output feeds the length predictor."""
-        if input_ids.shape[1] + 1 > self.config.max_position_embeddings:
+        """Encode the source, after a `<length>` token (length_predictor "length_token"), whose state (position
+        0 of the output) then feeds the length predictor."""
+        config = self.config
+        limit = config.max_source_positions
+        if input_ids.shape[1] > limit:
+            if config.use_ctc and limit == config.max_position_embeddings // config.upsample_ratio:
+                reason = "max_position_embeddings // upsample_ratio: CTC decodes upsample_ratio positions per token"
+            elif self.prepends_length_token:
+                reason = "max_position_embeddings minus the <length> token"
+            else:
+                reason = "max_position_embeddings"
             raise ValueError(
-                f"The source has {input_ids.shape[1]} tokens, but this model holds at most "
-                f"{self.config.max_position_embeddings - 1} (max_position_embeddings minus the <length> token). "
+                f"The source has {input_ids.shape[1]} tokens, but this model holds at most {limit} ({reason}). "
                 "Truncate it (the tokenizer and the glat-translation pipeline do with truncation=True)."
             )
-        length_tokens = input_ids.new_full((input_ids.shape[0], 1), self.config.length_token_id)
-        ids = torch.cat([length_tokens, input_ids], dim=1)
-        mask = torch.cat([attention_mask.new_ones(input_ids.shape[0], 1), attention_mask], dim=1).bool()
-        return BaseModelOutput(last_hidden_state=self.encoder(self.embed(ids), mask))
+        mask = self.encoder_mask(attention_mask)
+        if self.prepends_length_token:
+            length_tokens = input_ids.new_full((input_ids.shape[0], 1), config.length_token_id)
+            input_ids = torch.cat([length_tokens, input_ids], dim=1)
+        return BaseModelOutput(last_hidden_state=self.encoder(self.embed(input_ids), mask))
 
     def decoder_inputs(self, input_ids, attention_mask, decoder_mask, glance_mask=None, glance_ids=None):
         """The decoder input H: copied from the source, and at glanced positions the target embeddings (eq. 5).
@@ -354,8 +403,11 @@ class GlatModel(GlatPreTrainedModel):
             index = uniform_copy_indices(source_mask.sum(1), target_lengths, target_len).round().long()
             inputs = self.embed(input_ids.gather(1, index))
         else:
+            # The source's own encoder positions: after the <length> token's position 0 when there is one.
+            first = 1 if self.prepends_length_token else 0
+            source_index = torch.arange(first, first + input_ids.shape[1], device=input_ids.device)
             source_embeds = self.embed(input_ids)
-            source_positions = self.encoder.embed_positions(torch.arange(1, input_ids.shape[1] + 1, device=input_ids.device))
+            source_positions = self.encoder.embed_positions(source_index)
             target_positions = self.decoder.embed_positions(torch.arange(target_len, device=input_ids.device))
             inputs = self.soft_copy(
                 target_positions, source_embeds + source_positions, source_embeds, source_mask, target_lengths
@@ -376,7 +428,7 @@ class GlatModel(GlatPreTrainedModel):
     ) -> GlatModelOutput:
         if encoder_outputs is None:
             encoder_outputs = self.encode(input_ids, attention_mask)
-        encoder_mask = torch.cat([attention_mask.new_ones(attention_mask.shape[0], 1), attention_mask], 1).bool()
+        encoder_mask = self.encoder_mask(attention_mask)
         inputs = self.decoder_inputs(input_ids, attention_mask, decoder_mask, glance_mask, glance_ids)
         hidden = self.decoder(inputs, decoder_mask, encoder_outputs.last_hidden_state, encoder_mask)
         return GlatModelOutput(
@@ -403,8 +455,8 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         self.model = GlatModel(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         # One class per target length 0..max_target_length, or per offset target - source length, from
-        # -(max_position_embeddings - 1) (the longest source) to +max_target_length.
-        negative_offsets = config.max_position_embeddings - 1 if config.predict_length_offset else 0
+        # -max_source_positions (the longest source) to +max_target_length.
+        negative_offsets = config.max_source_positions if config.predict_length_offset else 0
         length_classes = config.max_target_length + 1 + negative_offsets
         self.length_head = None if config.use_ctc else nn.Linear(config.d_model, length_classes)
         self.post_init()
@@ -435,7 +487,9 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         """Real target positions of right-padded labels (padding is -100 or pad_token_id)."""
         mask = (labels != -100) & (labels != self.config.pad_token_id)
         if not torch.equal(mask, _lengths_to_mask(mask.sum(1), labels.shape[1])):
-            raise ValueError("labels must be right-padded (with -100 or pad_token_id), with no padding inside a sentence.")
+            raise ValueError(
+                "labels must be right-padded (with -100 or pad_token_id), with no padding inside a sentence."
+            )
         return mask
 
     def ctc_decoder_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -444,7 +498,8 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         if int(lengths.max()) > self.config.max_position_embeddings:
             raise ValueError(
                 f"CTC needs upsample_ratio x source length = {int(lengths.max())} decoder positions, more than "
-                f"max_position_embeddings ({self.config.max_position_embeddings}). Truncate the source."
+                f"max_position_embeddings ({self.config.max_position_embeddings}). Truncate the source to "
+                f"{self.config.max_source_positions} tokens."
             )
         return _lengths_to_mask(lengths)
 
@@ -452,14 +507,15 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         if decoder_mask.shape[1] > self.config.max_position_embeddings:
             raise ValueError(
                 f"The target has {decoder_mask.shape[1]} positions, more than max_position_embeddings "
-                f"({self.config.max_position_embeddings}). Truncate the labels (max_target_length in training)."
+                f"({self.config.max_position_embeddings}). Truncate the labels to max_target_length "
+                f"({self.config.max_target_length}) tokens."
             )
 
     def _check_length_classes(self, target_lengths: torch.Tensor):
         """The length predictor has one class per length 0..max_target_length; a longer target has none.
 
         Training on one would teach the predictor a wrong length, so in training mode it is an error. An
-        evaluation loss may meet longer references (train.py --do_predict with a saved model): there it
+        evaluation loss may meet longer references (a test set the model was not trained for): there it
         counts as the longest class, with a warning.
         """
         longest = int(target_lengths.max()) if target_lengths.numel() else 0
@@ -471,9 +527,9 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         )
         if self.training:
             raise ValueError(
-                f"{message} Truncate the targets to {self.config.max_target_length} tokens (train.py "
-                "--max_target_length; tokenizer(..., truncation=True, max_length=...)) or build the model with a "
-                "larger max_target_length."
+                f"{message} Truncate the targets to {self.config.max_target_length} tokens (tokenizer(..., "
+                f"text_target=..., truncation=True, max_length={self.config.max_target_length})) or build the "
+                "model with a larger max_target_length."
             )
         logger.warning_once(f"{message} The length loss of this evaluation counts such targets as the longest class.")
 
@@ -493,7 +549,8 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
     ) -> GlatSeq2SeqLMOutput:
         r"""
         Args:
-            input_ids, attention_mask: the source, right-padded. `<length>` is prepended inside.
+            input_ids, attention_mask: the source, right-padded. `<length>` is prepended inside (length_predictor
+                "length_token").
             labels: (B, T) reference ids padded with -100 (or pad_token_id). Sets the decoder length
                 (non-CTC) and gives the loss.
             encoder_outputs: the `encoder_outputs` of an earlier call on the same source: skips the encoder.
@@ -555,7 +612,7 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
                 loss_mask = decoder_mask if glance_mask is None else decoder_mask & ~glance_mask
                 token_loss = self.token_loss(logits, labels, loss_mask)
                 length_loss = self.length_loss(length_logits, decoder_mask.sum(1))
-                loss = token_loss + self.config.length_loss_factor * length_loss
+                loss = token_loss + self.length_loss_weight(loss_mask, decoder_mask) * length_loss
         return GlatSeq2SeqLMOutput(
             loss=loss,
             logits=logits,
@@ -581,18 +638,31 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         )
         return losses / loss_mask.sum().clamp(min=1)
 
+    def length_loss_weight(self, loss_mask: torch.Tensor, decoder_mask: torch.Tensor) -> torch.Tensor | float:
+        """The weight of the length loss: length_loss_factor, times for length_loss_weighting "non_glanced" the
+        fraction of the batch's target tokens that are not glanced (`loss_mask`), as the official code does."""
+        if self.config.length_loss_weighting == "constant":
+            return self.config.length_loss_factor
+        return self.config.length_loss_factor * loss_mask.sum() / decoder_mask.sum().clamp(min=1)
+
     def length_scores(self, encoder_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(B, max_target_length + 1) scores of each target length, from the `<length>` state (position 0).
+        """(B, max_target_length + 1) scores of each target length, from the `<length>` state (position 0), or
+        for length_predictor "mean_pool" from the mean of the encoder states over the real source positions.
 
         With `predict_length_offset` the head scores offsets target - source length, and the score of
         length L is that of the offset L - S for a source of S tokens: the loss, the trainer's length
         accuracy and decoding read lengths either way.
         """
-        scores = self.length_head(encoder_states[:, 0])
+        if self.config.length_predictor == "mean_pool":
+            mask = attention_mask[..., None].to(encoder_states.dtype)
+            features = (encoder_states * mask).sum(1) / mask.sum(1).clamp(min=1)
+        else:
+            features = encoder_states[:, 0]
+        scores = self.length_head(features)
         if not self.config.predict_length_offset:
             return scores
         lengths = torch.arange(self.config.max_target_length + 1, device=scores.device)
-        offsets = lengths[None, :] - attention_mask.sum(1, keepdim=True) + self.config.max_position_embeddings - 1
+        offsets = lengths[None, :] - attention_mask.sum(1, keepdim=True) + self.config.max_source_positions
         return scores.gather(1, offsets)
 
     def length_loss(self, length_logits, target_lengths) -> torch.Tensor:
@@ -624,6 +694,7 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         num_iterations: int | None = None,
         max_length: int | None = None,
         generation_config: GenerationConfig | None = None,
+        target_lengths: torch.Tensor | None = None,
         **kwargs,
     ) -> torch.Tensor:
         """Translate in one parallel decoder pass (paper §3.3).
@@ -636,8 +707,12 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         refinement (paper Figure 5). CTC models decode upsample_ratio x source length positions and
         collapse them (merge repeats, drop `<blank>`); NPD does not apply to them.
 
+        `target_lengths` (B,) decodes these target lengths (counting `</s>`, 1..max_target_length) instead of
+        the predicted ones: an oracle length, to measure translation apart from length prediction. It
+        needs length_beam_size 1 and a model with a length predictor (not CTC).
+
         Returns (B, L) token ids padded with pad_token_id. Unused keyword arguments (labels,
-        synced_gpus, ... passed by Seq2SeqTrainer) are ignored; `max_length` caps the target length.
+        synced_gpus, ... passed by Seq2SeqTrainer) are ignored; `max_length` caps the predicted target length.
         """
         config = self.config
         generation_config = generation_config or self.generation_config
@@ -645,7 +720,9 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
             length_beam_size = getattr(generation_config, "length_beam_size", 1)
         if num_iterations is None:
             num_iterations = getattr(generation_config, "num_iterations", 1)
-        max_length = min(max_length or generation_config.max_length or config.max_target_length, config.max_target_length)
+        max_length = min(
+            max_length or generation_config.max_length or config.max_target_length, config.max_target_length
+        )
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}.")
         if attention_mask is None:
@@ -658,13 +735,19 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
                 f"got {length_beam_size!r}."
             )
         if config.use_ctc and length_beam_size > 1:
-            raise ValueError("length_beam_size > 1 (noisy parallel decoding) needs a length predictor; CTC models have none.")
+            raise ValueError(
+                "length_beam_size > 1 (noisy parallel decoding) needs a length predictor; CTC models have none."
+            )
+        if target_lengths is not None:
+            target_lengths = self._check_target_lengths(target_lengths, input_ids, length_beam_size)
         if reranker is not None:
             self._check_reranker(reranker)
 
         encoder_outputs = self.model.encode(input_ids, attention_mask)
         if config.use_ctc:
             decoder_mask = self.ctc_decoder_mask(attention_mask)
+        elif target_lengths is not None:
+            decoder_mask = _lengths_to_mask(target_lengths)
         else:
             length_logits = self.length_scores(encoder_outputs.last_hidden_state, attention_mask)
             allowed = torch.arange(length_logits.shape[-1], device=input_ids.device)
@@ -674,12 +757,11 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
 
         # Every length candidate in one batch. The decoder input copied from the source is the same in
         # every Mask-Predict iteration, so it is built once (what GlatModel.forward does, split in two).
-        def repeat(tensor):
-            return tensor.repeat_interleave(length_beam_size, dim=0) if length_beam_size > 1 else tensor
-
         encoder_states = encoder_outputs.last_hidden_state  # once per source: cross-attention folds the candidates
-        encoder_mask = torch.cat([attention_mask.new_ones(attention_mask.shape[0], 1), attention_mask], 1).bool()
-        copied = self.model.decoder_inputs(repeat(input_ids), repeat(attention_mask), decoder_mask)
+        encoder_mask = self.model.encoder_mask(attention_mask)
+        copied = self.model.decoder_inputs(
+            _repeat_rows(input_ids, length_beam_size), _repeat_rows(attention_mask, length_beam_size), decoder_mask
+        )
         self_rerank = length_beam_size > 1 and reranker is None
         tokens, token_scores = self._decode(
             copied, decoder_mask, encoder_states, encoder_mask, with_scores=self_rerank or num_iterations > 1
@@ -692,15 +774,18 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         tokens = tokens.masked_fill(~decoder_mask, config.pad_token_id)
         if config.use_ctc:
             return ctc_collapse(tokens, config.blank_token_id, config.pad_token_id, mask=decoder_mask)
+        lengths = decoder_mask.sum(1)
         if length_beam_size > 1:
             if reranker is None:
-                scores = (token_scores * decoder_mask).sum(1) / decoder_mask.sum(1)
+                scores = (token_scores * decoder_mask).sum(1) / lengths
             else:
                 scores = self.reranker_scores(reranker, input_ids, attention_mask, tokens, length_beam_size)
             best = scores.view(-1, length_beam_size).argmax(-1)
-            tokens = tokens.view(-1, length_beam_size, tokens.shape[-1])[torch.arange(best.shape[0]), best]
-        longest = int((tokens != config.pad_token_id).sum(1).max())
-        return tokens[:, : max(longest, 1)]
+            rows = torch.arange(best.shape[0], device=best.device)
+            tokens = tokens.view(-1, length_beam_size, tokens.shape[-1])[rows, best]
+            lengths = lengths.view(-1, length_beam_size)[rows, best]
+        # The longest chosen length, not the count of non-pad tokens: a decoded pad_token_id is a token.
+        return tokens[:, : max(int(lengths.max()), 1)]
 
     def _decode(self, inputs, decoder_mask, encoder_states, encoder_mask, with_scores=True):
         """One parallel decoder pass over the decoder input H: argmax tokens and their log-probabilities.
@@ -712,13 +797,15 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         padding gets pad_token_id and score 0. On GPU the boolean gather would cost a host sync.
         """
         hidden = self.model.decoder(inputs, decoder_mask, encoder_states, encoder_mask)
-        only_real = hidden.device.type == "cpu" and not bool(decoder_mask.all())
+        # Traced (the ONNX export), the gather is always in the graph: the example batch must not decide it.
+        only_real = hidden.device.type == "cpu" and (torch.jit.is_tracing() or not bool(decoder_mask.all()))
         logits = self.lm_head(hidden[decoder_mask] if only_real else hidden).float()
         best, tokens = logits.max(-1)
         scores = best - torch.logsumexp(logits, dim=-1) if with_scores else None
         if only_real:  # back to (B, T): padding gets pad_token_id and score 0
             tokens = tokens.new_full(decoder_mask.shape, self.config.pad_token_id).masked_scatter(decoder_mask, tokens)
-            scores = None if scores is None else scores.new_zeros(decoder_mask.shape).masked_scatter(decoder_mask, scores)
+            if scores is not None:
+                scores = scores.new_zeros(decoder_mask.shape).masked_scatter(decoder_mask, scores)
         return tokens, scores
 
     def _refine(self, copied, decoder_mask, encoder_states, encoder_mask, tokens, scores, iteration, total):
@@ -734,17 +821,42 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         new_tokens, new_scores = self._decode(inputs, decoder_mask, encoder_states, encoder_mask)
         return torch.where(remask, new_tokens, tokens), torch.where(remask, new_scores, scores)
 
+    def _check_target_lengths(self, target_lengths, input_ids, length_beam_size) -> torch.Tensor:
+        if self.config.use_ctc:
+            raise ValueError("target_lengths needs a length predictor to replace; CTC models decode without one.")
+        if length_beam_size > 1:
+            raise ValueError(
+                f"target_lengths gives one length per source; it cannot be combined with length_beam_size "
+                f"{length_beam_size} (noisy parallel decoding over predicted lengths)."
+            )
+        target_lengths = torch.as_tensor(target_lengths, device=input_ids.device)
+        integral = not target_lengths.is_floating_point() and target_lengths.dtype != torch.bool
+        if target_lengths.shape != (input_ids.shape[0],) or not integral:
+            raise ValueError(
+                f"target_lengths must be (batch,) = ({input_ids.shape[0]},) integers, got shape "
+                f"{tuple(target_lengths.shape)} of {target_lengths.dtype}."
+            )
+        if not bool(((target_lengths >= 1) & (target_lengths <= self.config.max_target_length)).all()):
+            raise ValueError(
+                f"target_lengths must be from 1 to max_target_length ({self.config.max_target_length}), got "
+                f"{target_lengths.tolist()}."
+            )
+        return target_lengths.long()
+
     def _check_reranker(self, reranker):
         output_layer = reranker.get_output_embeddings()
         # out_features also exists on a dynamically quantized Linear, whose weight is a method.
         vocab = getattr(output_layer, "out_features", None) or output_layer.weight.shape[0]
         if vocab != self.config.vocab_size or reranker.config.pad_token_id != self.config.pad_token_id:
             raise ValueError(
-                f"The reranker's vocabulary ({vocab} tokens, pad id {reranker.config.pad_token_id}) differs from this "
-                f"model's ({self.config.vocab_size} tokens, pad id {self.config.pad_token_id}): it must share the tokenizer."
+                f"The reranker's vocabulary ({vocab} tokens, pad id {reranker.config.pad_token_id}) differs from "
+                f"this model's ({self.config.vocab_size} tokens, pad id {self.config.pad_token_id}): it must share "
+                "the tokenizer."
             )
 
-    def reranker_scores(self, reranker, input_ids, attention_mask, candidates, candidates_per_source: int = 1) -> torch.Tensor:
+    def reranker_scores(
+        self, reranker, input_ids, attention_mask, candidates, candidates_per_source: int = 1
+    ) -> torch.Tensor:
         """Mean log-probability of each candidate under `reranker` by teacher forcing: minus its own loss.
 
         `candidates` holds `candidates_per_source` adjacent rows for each row of `input_ids`: the
@@ -754,22 +866,20 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         logits minus their logsumexp, so no (N, T, V) log-softmax is written.
         """
         labels = candidates.masked_fill(candidates == self.config.pad_token_id, -100)
-
-        def per_candidate(tensor):
-            return tensor.repeat_interleave(candidates_per_source, dim=0) if candidates_per_source > 1 else tensor
-
+        repeated_mask = _repeat_rows(attention_mask, candidates_per_source)
         prepare = getattr(reranker, "prepare_decoder_input_ids_from_labels", None)
         if reranker.config.is_encoder_decoder and prepare is not None:
-            encoder_states = reranker.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            encoder = reranker.get_encoder()
+            encoder_states = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             logits = reranker(
-                encoder_outputs=BaseModelOutput(last_hidden_state=per_candidate(encoder_states)),
-                attention_mask=per_candidate(attention_mask),
+                encoder_outputs=BaseModelOutput(last_hidden_state=_repeat_rows(encoder_states, candidates_per_source)),
+                attention_mask=repeated_mask,
                 decoder_input_ids=prepare(labels=labels),
                 use_cache=False,
             ).logits
         else:
-            logits = reranker(input_ids=per_candidate(input_ids), attention_mask=per_candidate(attention_mask),
-                              labels=labels).logits  # fmt: skip
+            repeated_ids = _repeat_rows(input_ids, candidates_per_source)
+            logits = reranker(input_ids=repeated_ids, attention_mask=repeated_mask, labels=labels).logits
         logits = logits.float()
         log_probs = logits.gather(-1, labels.clamp(min=0)[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
         mask = labels != -100

@@ -24,7 +24,7 @@ class GlatTranslationPipeline(Pipeline):
     construction or per call.
 
     Documented behaviour for bad input: an empty or whitespace-only sentence translates to "" (also
-    inside a batch); a sentence longer than the model holds (`max_position_embeddings - 1` tokens, or
+    inside a batch); a sentence longer than the model holds (`config.max_source_positions` tokens, or
     the tokenizer's `model_max_length` if smaller) is truncated with a warning.
     """
 

@@ -42,19 +42,18 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def check_vocabulary(model, tokenizer, name: str = "model") -> None:
     """A model and a tokenizer belong together only if they agree on the vocabulary size."""
-    rows = model.get_input_embeddings().weight.shape[0]
+    embeddings = getattr(model, "get_input_embeddings", None)  # none on ONNX Runtime (glat_hf.onnx.GlatOnnxModel)
+    rows = embeddings().weight.shape[0] if embeddings is not None else model.config.vocab_size
     if rows != len(tokenizer):
         raise ValueError(f"the {name} has a vocabulary of {rows} tokens but its tokenizer has {len(tokenizer)}; "
                          "use the tokenizer it was trained with")  # fmt: skip
 
 
 def max_source_tokens(model, tokenizer=None) -> int:
-    """The longest source the model holds: GLAT keeps one position for `<length>`, and a CTC decoder needs
-    `upsample_ratio` positions per source token; the tokenizer's `model_max_length` may be smaller."""
+    """The longest source the model holds (GLAT: `config.max_source_positions`, which leaves room for `<length>`
+    and CTC's upsampled positions); the tokenizer's `model_max_length` may be smaller."""
     config = model.config
-    limit = config.max_position_embeddings
-    if getattr(config, "model_type", None) == "glat":
-        limit = limit // config.upsample_ratio if config.use_ctc else limit - 1
+    limit = getattr(config, "max_source_positions", config.max_position_embeddings)
     model_max = getattr(tokenizer, "model_max_length", None) or limit
     return min(limit, model_max)
 

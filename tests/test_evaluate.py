@@ -26,7 +26,7 @@ def test_rows_carry_bleu_of_the_written_translations_and_the_length_predictor_re
     with torch.no_grad():  # every class but one scores -10: the offset 0 ("as long as the source") or length 12
         model.length_head.weight.zero_()
         model.length_head.bias.fill_(-10.0)
-        model.length_head.bias[model.config.max_position_embeddings - 1 if offset else 12] = 10.0
+        model.length_head.bias[model.config.max_source_positions if offset else 12] = 10.0
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
 
@@ -45,6 +45,13 @@ def test_rows_carry_bleu_of_the_written_translations_and_the_length_predictor_re
     assert report["within_2"] == pytest.approx(sum(abs(p - r) <= 2 for p, r in zip(predicted, reference)) / COUNT, abs=1e-4)
     assert report["distinct_lengths"] == len(set(predicted))
     assert report["mean_reference"] == pytest.approx(sum(reference) / COUNT, abs=0.01)
+
+    # Oracle length: the same model decoding at the reference lengths, through generate's target_lengths.
+    batch = tokenizer(sources, return_tensors="pt", padding=True)
+    oracle = model.eval().generate(**batch, target_lengths=torch.tensor(reference))
+    hypotheses = [" ".join(text.split()) for text in tokenizer.batch_decode(oracle, skip_special_tokens=True)]
+    assert row["oracle_length_bleu"] == round(corpus_bleu(hypotheses, targets)["score"], 2)
+    assert row["method"] is None and row["seed"] is None and row["test_set"] == "test_2016_flickr"
 
 
 def test_a_re_evaluated_row_keeps_its_place(tmp_path):

@@ -55,19 +55,21 @@ def _peaked_length_head(model, peak_class):
     return model
 
 
-def test_an_offset_length_predictor_reads_lengths_relative_to_the_source():
+@pytest.mark.parametrize("length_predictor, longest_source", [("length_token", 63), ("mean_pool", 64)])
+def test_an_offset_length_predictor_reads_lengths_relative_to_the_source(length_predictor, longest_source):
     # A head that always scores offset 0 highest predicts "as long as the source"; an absolute head
     # with the same peak predicts one length for every sentence.
     source_lengths = SOURCE.ne(0).sum(1)  # 5, 3, 4
-    offset = tiny_model(predict_length_offset=True)
-    _peaked_length_head(offset, offset.config.max_position_embeddings - 1)  # the class of offset 0
-    assert offset.length_head.out_features == 41 + 63
+    offset = tiny_model(predict_length_offset=True, length_predictor=length_predictor)
+    assert offset.config.max_source_positions == longest_source
+    _peaked_length_head(offset, offset.config.max_source_positions)  # the class of offset 0
+    assert offset.length_head.out_features == 41 + longest_source
     out = offset(SOURCE, labels=LABELS)
     assert out.length_logits.shape == (3, 41)
     assert out.length_logits.argmax(-1).tolist() == source_lengths.tolist()
     torch.testing.assert_close(out.length_loss, F.cross_entropy(out.length_logits, torch.tensor([5, 6, 2])))
     assert offset.generate(SOURCE).ne(0).sum(1).tolist() == source_lengths.tolist()
-    absolute = _peaked_length_head(tiny_model(), 7)
+    absolute = _peaked_length_head(tiny_model(predict_length_offset=False, length_predictor=length_predictor), 7)
     assert absolute.generate(SOURCE).ne(0).sum(1).tolist() == [7, 7, 7]
 
 

@@ -117,7 +117,7 @@ def predicted_lengths(model, tokenizer, sources, batch_size: int) -> torch.Tenso
     with torch.inference_mode():
         for start in range(0, len(sources), batch_size):
             batch = tokenizer(list(sources[start : start + batch_size]), return_tensors="pt", padding=True,
-                              truncation=True, max_length=model.config.max_position_embeddings - 1).to(model.device)  # fmt: skip
+                              truncation=True, max_length=model.config.max_source_positions).to(model.device)  # fmt: skip
             states = model.model.encode(batch["input_ids"], batch["attention_mask"]).last_hidden_state
             lengths.append(model.length_scores(states, batch["attention_mask"])[:, 1:].argmax(-1).cpu() + 1)
     return torch.cat(lengths)
