@@ -17,9 +17,11 @@ COUNT_RULES = ("adaptive", "fixed", "decreasing")
 SELECTION_STRATEGIES = ("random", "p_ref", "1-p_ref", "most_certain", "most_uncertain")
 DISTANCES = ("hamming", "levenshtein")
 RATIO_SCHEDULES = ("constant", "linear")
+ROUNDINGS = ("floor", "round", "stochastic")
 
-# λ·d is floored; this tolerance keeps a product that is an integer in exact arithmetic (0.7 x 10)
-# from losing one token to floating-point error (0.7 is 0.69999999 in float32).
+# Added before flooring (also in "round"), so that a product that is an integer or a half in exact
+# arithmetic (0.7 x 10, 0.3 x 5) is not pushed below it by floating-point error (0.7 is 0.69999999 in
+# float32).
 _FLOOR_TOLERANCE = 1e-6
 
 
@@ -119,6 +121,8 @@ def glance_count(
     target_lengths: torch.Tensor,
     ratio: float | torch.Tensor,
     rule: str = "adaptive",
+    rounding: str = "floor",
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Number of reference tokens S to glance per sentence, (B,) long.
 
@@ -129,13 +133,21 @@ def glance_count(
       schedule lives in one place, `glancing_ratio`: the caller passes its current value as `ratio`,
       so here "decreasing" computes the same product as "fixed".
 
-    Rounding: S = floor(λ·x) as in the official GLAT code (`(d * ratio).long()`), with a 1e-6
-    tolerance so an exactly-integer product is not lost to float error; then clamped to [0, T].
-    `ratio` is a float or a (B,) tensor (one λ per sentence). `distance` is ignored by the
-    length-based rules (any tensor of the right shape, or None, will do).
+    `rounding` turns the product x = λ·d (or λ·T) into a count, the same way for every rule:
+    - "floor": floor(x), as the official GLAT code does (`(d * ratio).long()`). It glances fewer
+      tokens than x, on short sentences noticeably: λ·d = 1.8 glances 1.
+    - "round": floor(x + 1/2), the nearest integer (halves round up).
+    - "stochastic": floor(x + u) with u ~ U[0, 1) drawn per sentence (from `generator`), which is
+      x in expectation: 1.8 glances 2 tokens 80% of the time and 1 token 20% of it.
+    "floor" and "round" add a 1e-6 tolerance first, so that an exactly-integer (or half) product is
+    not lost to float error. The count is then clamped to [0, T]. `ratio` is a float or a (B,) tensor
+    (one λ per sentence). `distance` is ignored by the length-based rules (any tensor of the right
+    shape, or None, will do).
     """
     if rule not in COUNT_RULES:
         raise ValueError(f"Unknown glance count rule {rule!r}; choose one of {COUNT_RULES}.")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"Unknown glance count rounding {rounding!r}; choose one of {ROUNDINGS}.")
     if rule == "adaptive":
         if distance is None:
             raise ValueError("glance_count(rule='adaptive') needs the distance d(Y, Ŷ) of each sentence.")
@@ -143,7 +155,14 @@ def glance_count(
     else:
         basis = target_lengths
     ratio = torch.as_tensor(ratio, dtype=torch.float64, device=target_lengths.device)
-    count = torch.floor(basis.to(torch.float64) * ratio + _FLOOR_TOLERANCE).long()
+    product = basis.to(torch.float64) * ratio
+    if rounding == "floor":
+        product = product + _FLOOR_TOLERANCE
+    elif rounding == "round":
+        product = product + (0.5 + _FLOOR_TOLERANCE)
+    else:
+        product = product + _uniform(product.shape, product.device, generator).to(torch.float64)
+    count = torch.floor(product).long()
     return torch.minimum(count.clamp_min(0), target_lengths.long())
 
 
@@ -202,7 +221,9 @@ def select_glance_positions(
         scores = _uniform(mask.shape, mask.device, generator)
         return _top_k_mask(scores, counts, mask)
     if reference_probs is None:
-        raise ValueError(f"Glancing strategy {strategy!r} needs reference_probs (the model's p of each reference token).")
+        raise ValueError(
+            f"Glancing strategy {strategy!r} needs reference_probs (the model's p of each reference token)."
+        )
     probs = reference_probs.detach().float()
     if strategy == "most_certain":
         scores = probs
@@ -244,12 +265,13 @@ def glance_mask(
     strategy: str = "random",
     reference_probs: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    rounding: str = "floor",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Glancing sampling GS(Y, Ŷ) of paper §3.1: returns (glanced positions bool (B, T), counts (B,) long).
 
     d is "hamming" or "levenshtein" (the prediction under the same `mask` against the reference,
-    Table 6); `rule` and `ratio` give S as in `glance_count`; `strategy` picks the positions as in
-    `select_glance_positions`.
+    Table 6); `rule`, `ratio` and `rounding` give S as in `glance_count`; `strategy` picks the
+    positions as in `select_glance_positions`.
     """
     if distance not in DISTANCES:
         raise ValueError(f"Unknown glancing distance {distance!r}; choose one of {DISTANCES}.")
@@ -260,5 +282,5 @@ def glance_mask(
         distances = hamming_distance(predictions, references, mask)
     else:
         distances = levenshtein_distance(predictions, references, mask, mask)
-    counts = glance_count(distances, target_lengths, ratio, rule)
+    counts = glance_count(distances, target_lengths, ratio, rule, rounding, generator)
     return select_glance_positions(counts, mask, strategy, reference_probs, generator), counts

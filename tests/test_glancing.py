@@ -123,6 +123,76 @@ def test_fixed_and_decreasing_rules_use_target_length():
         glance_count(distance, lengths, 0.5, rule="bogus")
 
 
+ROUNDINGS = ["floor", "round", "stochastic"]
+
+
+def test_each_rounding_on_a_hand_case():
+    # λ = 0.5: x = λ·d = [0, 0.5, 1.5, 2, 5, 3.5, 6.5]
+    distance = torch.tensor([0, 1, 3, 4, 10, 7, 13])
+    lengths = torch.tensor([5, 5, 5, 5, 20, 7, 14])
+    assert glance_count(distance, lengths, 0.5, rounding="floor").tolist() == [0, 0, 1, 2, 5, 3, 6]
+    assert glance_count(distance, lengths, 0.5, rounding="round").tolist() == [0, 1, 2, 2, 5, 4, 7]  # halves up
+    draws = torch.stack([glance_count(distance, lengths, 0.5, rounding="stochastic") for _ in range(200)])
+    floor = torch.tensor([0, 0, 1, 2, 5, 3, 6])
+    assert ((draws == floor) | (draws == floor + 1)).all()
+    assert (draws[:, [0, 3, 4]] == floor[[0, 3, 4]]).all()  # an integer product is never rounded up
+    assert set(draws[:, 1].tolist()) == {0, 1}  # 0.5 goes either way
+    # A 14-token sentence late in training (λ = 0.3): 6 wrong tokens give λ·d = 1.8.
+    assert glance_count(torch.tensor([6]), torch.tensor([14]), 0.3, rounding="floor").tolist() == [1]
+    assert glance_count(torch.tensor([6]), torch.tensor([14]), 0.3, rounding="round").tolist() == [2]
+
+
+def test_rounding_applies_to_every_count_rule():
+    lengths = torch.tensor([14, 14])
+    distance = torch.tensor([0, 3])
+    for rule in ("fixed", "decreasing"):  # λ·T = 0.35 x 14 = 4.9
+        assert glance_count(distance, lengths, 0.35, rule=rule, rounding="floor").tolist() == [4, 4]
+        assert glance_count(distance, lengths, 0.35, rule=rule, rounding="round").tolist() == [5, 5]
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.full((20000,), 14)
+    fixed = glance_count(None, lengths, 0.35, rule="fixed", rounding="stochastic", generator=generator)
+    assert fixed.float().mean().item() == pytest.approx(4.9, abs=0.02)
+
+
+def test_round_keeps_exact_halves_and_integers_despite_float_error():
+    # 0.3 x 5 is 1.4999999999999998 in float64; 0.7 x 10 is 6.99999988 with λ in float32.
+    assert glance_count(torch.tensor([5]), torch.tensor([9]), 0.3, rounding="round").tolist() == [2]
+    float32 = torch.tensor(0.7, dtype=torch.float32)
+    assert glance_count(torch.tensor([10]), torch.tensor([10]), float32, rounding="round").tolist() == [7]
+    assert glance_count(torch.tensor([10, 9]), torch.tensor([10, 9]), 1.0, rounding="round").tolist() == [10, 9]
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.45, 0.5, 0.77])
+def test_stochastic_rounding_is_ratio_times_distance_in_expectation(ratio):
+    generator = torch.Generator().manual_seed(5)
+    distance = torch.arange(20000) % 15  # d = 0..14
+    lengths = torch.full_like(distance, 14)
+    counts = glance_count(distance, lengths, ratio, rounding="stochastic", generator=generator)
+    assert counts.float().mean().item() == pytest.approx(ratio * distance.float().mean().item(), abs=0.01)
+    floor = glance_count(distance, lengths, ratio, rounding="floor")
+    assert ((counts == floor) | (counts == floor + 1)).all()
+    for d in (1, 6, 13):  # also per distance, not only on the whole
+        expected = ratio * d
+        assert counts[distance == d].float().mean().item() == pytest.approx(expected, abs=0.04)
+    # floor glances fewer tokens than λ·d on average: by the mean fractional part, here 0.23 to 0.45 tokens.
+    assert floor.float().mean().item() < ratio * distance.float().mean().item() - 0.2
+
+
+def test_stochastic_rounding_is_reproducible_and_per_sentence_ratios_work():
+    distance = torch.tensor([4, 4, 4, 9])
+    lengths = torch.tensor([10, 10, 10, 10])
+    ratio = torch.tensor([0.25, 0.5, 1.0, 0.3])
+    first = glance_count(distance, lengths, ratio, rounding="stochastic", generator=torch.Generator().manual_seed(1))
+    again = glance_count(distance, lengths, ratio, rounding="stochastic", generator=torch.Generator().manual_seed(1))
+    assert torch.equal(first, again)
+    assert first[:3].tolist() == [1, 2, 4] and first[3].item() in (2, 3)
+
+
+def test_bad_rounding_is_a_clear_error():
+    with pytest.raises(ValueError, match="rounding"):
+        glance_count(torch.tensor([1]), torch.tensor([1]), 0.5, rounding="ceil")
+
+
 # ---------------------------------------------------------------- selection
 
 
@@ -249,6 +319,10 @@ def test_glance_mask_combines_distance_count_and_selection(distance):
     probs = torch.rand(2, 6)
     glanced, counts = glance_mask(predictions, references, mask, 0.5, rule="fixed", strategy="most_certain", reference_probs=probs)
     assert counts.tolist() == [2, 3]
+    _, counts = glance_mask(predictions, references, mask, 0.5, rule="fixed", rounding="round")
+    assert counts.tolist() == [2, 3]  # 0.5 x [4, 6]
+    _, counts = glance_mask(predictions, references, mask, 0.25, rule="fixed", rounding="round")
+    assert counts.tolist() == [1, 2]  # 0.25 x [4, 6] = [1, 1.5]
     with pytest.raises(ValueError, match="distance"):
         glance_mask(predictions, references, mask, 0.5, distance="jaccard")
 

@@ -54,6 +54,29 @@ def test_policy_glances_lambda_times_hamming_positions():
     assert float(policy.stats["glanced_fraction"][0]) == pytest.approx(5 / 11)
 
 
+@pytest.mark.parametrize("rounding, expected", [("floor", [2, 3]), ("round", [3, 3])])
+def test_policy_rounds_the_glance_count_as_told(rounding, expected):
+    model = tiny_model()
+    args = GlatTrainingArguments(output_dir="unused", report_to=[], glancing_ratio_start=0.5, glance_rounding=rounding)
+    logits = torch.full((2, 6, 60), -5.0)
+    logits[..., 3] = 5.0  # every real position wrong: λ·d = 0.5 x [5, 6]
+    glanced, _ = GlancingPolicy(args, model.config)(logits, LABELS, LABELS != -100)
+    assert glanced.sum(1).tolist() == expected
+
+
+def test_policy_with_stochastic_rounding_glances_lambda_d_on_average():
+    model = tiny_model()
+    args = GlatTrainingArguments(
+        output_dir="unused", report_to=[], glancing_ratio_start=0.5, glance_rounding="stochastic"
+    )
+    policy = GlancingPolicy(args, model.config)
+    logits = torch.full((2, 6, 60), -5.0)
+    logits[..., 3] = 5.0
+    counts = torch.stack([policy(logits, LABELS, LABELS != -100)[0].sum(1) for _ in range(2000)]).float()
+    assert counts[:, 1].eq(3).all()  # 0.5 x 6 is whole
+    assert counts[:, 0].mean().item() == pytest.approx(2.5, abs=0.05)
+
+
 def test_ctc_policy_glances_the_best_alignment():
     model = tiny_model(use_ctc=True)
     args = GlatTrainingArguments(output_dir="unused", report_to=[], glancing_ratio_start=1.0)
@@ -64,9 +87,12 @@ def test_ctc_policy_glances_the_best_alignment():
     assert ctc_collapse(aligned, blank_id=6, pad_id=0).tolist() == [[20, 21, 2]]
 
 
-def test_bad_flag_names_itself():
-    with pytest.raises(ValueError, match="glance_selection"):
-        GlatTrainingArguments(output_dir="unused", report_to=[], glance_selection="best")
+@pytest.mark.parametrize(
+    "name, value", [("glance_selection", "best"), ("glance_rounding", "ceil"), ("glancing_ratio_end", 1.5)]
+)
+def test_bad_argument_names_itself_as_an_argument_of_the_library(name, value):
+    with pytest.raises(ValueError, match=rf"^GlatTrainingArguments\.{name} must be"):
+        GlatTrainingArguments(output_dir="unused", report_to=[], **{name: value})
 
 
 def test_glancing_training_learns_and_glances_less_as_the_first_pass_improves(multi30k_dir, tmp_path):
