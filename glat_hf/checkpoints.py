@@ -58,15 +58,19 @@ def resolve_resume_checkpoint(
     if requested is not None and requested.lower() in ("true", "last"):
         last = last_complete_checkpoint(output_dir)
         if last is None:
-            raise FileNotFoundError(f"resume_from_checkpoint={requested}: no checkpoint-* folder in {output_dir} "
-                                    "(or none saved completely).")  # fmt: skip
+            raise FileNotFoundError(
+                f"resume_from_checkpoint={requested}: no checkpoint-* folder in {output_dir} "
+                "(or none saved completely)."
+            )
         return last
     if requested is not None and requested.lower() not in ("false", "none", ""):
         if not os.path.isdir(requested):
             raise FileNotFoundError(f"resume_from_checkpoint={requested}: no such folder.")
         if not checkpoint_is_complete(requested):
-            raise FileNotFoundError(f"resume_from_checkpoint={requested}: no readable {TRAINER_STATE_NAME}, so its "
-                                    "saving was interrupted; resume from an earlier checkpoint.")  # fmt: skip
+            raise FileNotFoundError(
+                f"resume_from_checkpoint={requested}: no readable {TRAINER_STATE_NAME}, so its "
+                "saving was interrupted; resume from an earlier checkpoint."
+            )
         return requested
     if do_train and os.path.isdir(output_dir) and not overwrite_output_dir:
         last = last_complete_checkpoint(output_dir)
@@ -74,6 +78,7 @@ def resolve_resume_checkpoint(
             logger.info(f"Checkpoint found: resuming training from {last} (overwrite_output_dir starts anew).")
             return last
         if os.listdir(output_dir):
-            raise FileExistsError(f"Output directory {output_dir} exists and is not empty; set overwrite_output_dir "
-                                  "to train into it.")  # fmt: skip
+            raise FileExistsError(
+                f"Output directory {output_dir} exists and is not empty; set overwrite_output_dir to train into it."
+            )
     return None

@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", help="folder of a saved GLAT model and its tokenizer (save_pretrained)")
     parser.add_argument("--input", metavar="FILE", help="UTF-8 text, one sentence a line (default: stdin)")
     parser.add_argument("--output", metavar="FILE", help="where the translations go (default: stdout)")
-    parser.add_argument("--batch_size", type=positive_int, default=64, metavar="N", help="sentences per batch (default: 64)")
+    parser.add_argument(
+        "--batch_size", type=positive_int, default=64, metavar="N", help="sentences per batch (default: 64)"
+    )
     parser.add_argument(
         "--chunk_size",
         type=positive_int,
@@ -184,7 +186,9 @@ def read_lines(binary_file, name: str) -> Iterator[str]:
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError as error:
-            raise ValueError(f"{name}, line {number}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
+            raise ValueError(
+                f"{name}, line {number}: not valid UTF-8 ({error.reason} at byte {error.start})"
+            ) from None
 
 
 def write_stdout(text: str) -> None:

@@ -204,7 +204,7 @@ class GlatConfig(PretrainedConfig):
         return super().from_dict(dict(config_dict), **kwargs)
 
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> "GlatConfig":
+    def from_preset(cls, name: str, **overrides) -> GlatConfig:
         """A config with the paper's sizes: "wmt14" (512, 6+6), "iwslt16" (256, 5+5) or "multi30k" (CPU-sized)."""
         return cls(**{**preset_sizes(name), **overrides})
 

@@ -19,9 +19,7 @@ def _shift_right(values: torch.Tensor, by: int, fill) -> torch.Tensor:
     return torch.cat([filler, values[:, : values.shape[1] - filler.shape[1]]], dim=1)
 
 
-def ctc_collapse(
-    ids: torch.Tensor, blank_id: int, pad_id: int, mask: torch.Tensor | None = None
-) -> torch.Tensor:
+def ctc_collapse(ids: torch.Tensor, blank_id: int, pad_id: int, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Merge repeated tokens, then drop blanks (Graves et al. 2006, the map B), (B, L') long.
 
     "a a _ a" -> "a a": a blank between two equal tokens keeps both. `mask` (B, T) bool marks the

@@ -26,7 +26,9 @@ def _translation_features(source_lang: str, target_lang: str) -> Features:
 
 def _check_languages(source_lang: str, target_lang: str) -> None:
     if not source_lang or not target_lang or source_lang == target_lang:
-        raise ValueError(f"source_lang and target_lang must be two different codes, got {source_lang!r} and {target_lang!r}")
+        raise ValueError(
+            f"source_lang and target_lang must be two different codes, got {source_lang!r} and {target_lang!r}"
+        )
 
 
 def _read_lines(path: str | os.PathLike) -> list[str]:
@@ -46,7 +48,9 @@ def _read_lines(path: str | os.PathLike) -> list[str]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         line_number = raw.count(b"\n", 0, error.start) + 1
-        raise ValueError(f"{path}, line {line_number}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
+        raise ValueError(
+            f"{path}, line {line_number}: not valid UTF-8 ({error.reason} at byte {error.start})"
+        ) from None
     if not text:
         return []
     lines = text.split("\n")
@@ -96,7 +100,9 @@ def read_translation_jsonl(path: str | os.PathLike, source_lang: str, target_lan
             if lang not in translation:
                 raise ValueError(f'{where}: "translation" has no {lang!r} key (it has {sorted(translation)})')
             if not isinstance(translation[lang], str):
-                raise ValueError(f'{where}: translation[{lang!r}] is {type(translation[lang]).__name__}, expected a string')
+                raise ValueError(
+                    f"{where}: translation[{lang!r}] is {type(translation[lang]).__name__}, expected a string"
+                )
             pair[lang] = translation[lang]
         pairs.append(pair)
     return Dataset.from_dict({"translation": pairs}, features=_translation_features(source_lang, target_lang))
@@ -149,6 +155,63 @@ def load_parallel_folder(
     return DatasetDict(datasets)
 
 
+# Split names of a Multi30k-style folder, and of JSON lines files and Hub datasets.
+FOLDER_SPLITS = {"train": "train", "validation": "val", "test": "test_2016_flickr"}
+HUB_SPLITS = {"train": "train", "validation": "validation", "test": "test"}
+
+
+def load_translation_splits(
+    splits: list[str],
+    source_lang: str,
+    target_lang: str,
+    files: dict[str, str | None] | None = None,
+    data_folder: str | os.PathLike | None = None,
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    split_names: dict[str, str | None] | None = None,
+    max_samples: dict[str, int | None] | None = None,
+) -> tuple[DatasetDict, dict[str, str]]:
+    """Translation datasets keyed by role ("train", "validation", "test"), and each one's name in its source.
+
+    The source is, in this order: `files` (JSON lines per role, run_translation's format), the Hub dataset
+    `dataset_name`, a folder of `{split}.{lang}` files, or Multi30k (`load_multi30k`). `split_names` renames the
+    roles' splits (defaults: FOLDER_SPLITS for folders, HUB_SPLITS for the Hub); `max_samples` keeps the first N.
+    """
+    files = {role: path for role, path in (files or {}).items() if path}
+    if files and not dataset_name:
+        missing = [role for role in splits if role not in files]
+        if missing:
+            raise ValueError(f"no {missing[0]} file: JSON lines files were given for {sorted(files)} only")
+        names = {role: str(files[role]) for role in splits}
+        loaded = {names[role]: read_translation_jsonl(files[role], source_lang, target_lang) for role in splits}
+    else:
+        defaults = HUB_SPLITS if dataset_name else FOLDER_SPLITS
+        names = {role: (split_names or {}).get(role) or defaults[role] for role in splits}
+        wanted = [names[role] for role in splits]
+        if dataset_name:
+            import datasets
+
+            loaded = datasets.load_dataset(dataset_name, dataset_config_name)
+        elif data_folder:
+            loaded = load_parallel_folder(data_folder, source_lang, target_lang, splits=wanted)
+        else:
+            loaded = load_multi30k(wanted, source_lang, target_lang)
+        absent = [name for name in wanted if name not in loaded]
+        if absent:
+            raise ValueError(f"{dataset_name or data_folder} has no split {absent[0]!r} (it has {list(loaded)})")
+    result = DatasetDict()
+    for role in splits:
+        dataset = loaded[names[role]]
+        example = dataset[0]["translation"] if len(dataset) else {source_lang: "", target_lang: ""}
+        if source_lang not in example or target_lang not in example:
+            raise ValueError(
+                f"{names[role]} has no {source_lang!r} or {target_lang!r} text (it has {sorted(example)})"
+            )
+        limit = (max_samples or {}).get(role)
+        result[role] = dataset.select(range(min(limit, len(dataset)))) if limit is not None else dataset
+    return result, names
+
+
 def column(dataset: Dataset, lang: str) -> list[str]:
     """One language's sentences of a translation dataset, in order."""
     return dataset.flatten()[f"translation.{lang}"]
@@ -193,16 +256,20 @@ def load_multi30k(
     _check_languages(source_lang, target_lang)
     unknown = [split for split in splits if split not in MULTI30K_HUB_SPLITS]
     if unknown:
-        raise ValueError(f"{hub_id} has no split {unknown[0]!r} (it has {sorted(MULTI30K_HUB_SPLITS)}); "
-                         f"set {DATA_DIR_VARIABLE} to a folder holding multi30k/ for the others")  # fmt: skip
+        raise ValueError(
+            f"{hub_id} has no split {unknown[0]!r} (it has {sorted(MULTI30K_HUB_SPLITS)}); "
+            f"set {DATA_DIR_VARIABLE} to a folder holding multi30k/ for the others"
+        )
     import datasets
 
     logger.info(f"No {DATA_DIR_VARIABLE} set: loading Multi30k from the Hub ({hub_id}) into the datasets cache.")
     try:
         hub = datasets.load_dataset(hub_id)
     except (ConnectionError, OSError, ValueError) as error:
-        raise FileNotFoundError(f"no Multi30k data: set {DATA_DIR_VARIABLE} to a folder holding multi30k/ "
-                                f"({hub_id} could not be loaded: {str(error).splitlines()[0]})") from None  # fmt: skip
+        raise FileNotFoundError(
+            f"no Multi30k data: set {DATA_DIR_VARIABLE} to a folder holding multi30k/ "
+            f"({hub_id} could not be loaded: {str(error).splitlines()[0]})"
+        ) from None
     loaded = {}
     for split in splits:
         part = hub[MULTI30K_HUB_SPLITS[split]]
@@ -210,5 +277,7 @@ def load_multi30k(
         if missing:
             raise ValueError(f"{hub_id} has no {missing[0]!r} column (it has {part.column_names})")
         pairs = [{source_lang: s, target_lang: t} for s, t in zip(part[source_lang], part[target_lang])]
-        loaded[split] = Dataset.from_dict({"translation": pairs}, features=_translation_features(source_lang, target_lang))
+        loaded[split] = Dataset.from_dict(
+            {"translation": pairs}, features=_translation_features(source_lang, target_lang)
+        )
     return DatasetDict(loaded)

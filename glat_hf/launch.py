@@ -37,10 +37,14 @@ def check_world_size(training_args) -> int:
     expected = int(os.environ.get("WORLD_SIZE", 1))
     actual = training_args.world_size
     if actual != expected:
-        raise RuntimeError(f"world size mismatch: the launcher set WORLD_SIZE={expected} but training runs {actual} "
-                           f"process(es). {CPU_LAUNCH}")  # fmt: skip
+        raise RuntimeError(
+            f"world size mismatch: the launcher set WORLD_SIZE={expected} but training runs {actual} "
+            f"process(es). {CPU_LAUNCH}"
+        )
     asked = launcher_processes()
     if asked is not None and asked != actual:
-        raise RuntimeError(f"world size mismatch: `accelerate launch` asked for {asked} processes but only {actual} "
-                           f"runs (`accelerate launch --cpu --num_processes N` starts ONE process). {CPU_LAUNCH}")  # fmt: skip
+        raise RuntimeError(
+            f"world size mismatch: `accelerate launch` asked for {asked} processes but only {actual} "
+            f"runs (`accelerate launch --cpu --num_processes N` starts ONE process). {CPU_LAUNCH}"
+        )
     return actual

@@ -145,4 +145,6 @@ class MetricsOnFirst:
         predictions = eval_prediction.predictions
         predictions = predictions[0] if isinstance(predictions, tuple) else predictions
         labels = eval_prediction.label_ids
-        return self.compute_metrics(EvalPrediction(predictions=predictions[: self.count], label_ids=labels[: self.count]))
+        return self.compute_metrics(
+            EvalPrediction(predictions=predictions[: self.count], label_ids=labels[: self.count])
+        )

@@ -98,3 +98,26 @@ def train_tokenizer(
         # also glue " ." and " 's" that belong to the sentence.
         clean_up_tokenization_spaces=False,
     )
+
+
+def tokenize_translations(
+    dataset,
+    tokenizer,
+    source_lang: str,
+    target_lang: str,
+    max_source_length: int,
+    max_target_length: int,
+    num_proc: int | None = None,
+):
+    """Token ids of a {"translation": {src, tgt}} dataset for Seq2SeqTrainer: `input_ids`, `attention_mask`
+    and `labels` (ending in `</s>`; DataCollatorForSeq2Seq pads them with -100), truncated to the limits."""
+
+    def encode(batch):
+        pairs = batch["translation"]
+        inputs = tokenizer([pair[source_lang] for pair in pairs], max_length=max_source_length, truncation=True)
+        labels = tokenizer(
+            text_target=[pair[target_lang] for pair in pairs], max_length=max_target_length, truncation=True
+        )
+        return dict(inputs, labels=labels["input_ids"])
+
+    return dataset.map(encode, batched=True, num_proc=num_proc, remove_columns=dataset.column_names, desc="Tokenizing")

@@ -45,8 +45,10 @@ def check_vocabulary(model, tokenizer, name: str = "model") -> None:
     embeddings = getattr(model, "get_input_embeddings", None)  # none on ONNX Runtime (glat_hf.onnx.GlatOnnxModel)
     rows = embeddings().weight.shape[0] if embeddings is not None else model.config.vocab_size
     if rows != len(tokenizer):
-        raise ValueError(f"the {name} has a vocabulary of {rows} tokens but its tokenizer has {len(tokenizer)}; "
-                         "use the tokenizer it was trained with")  # fmt: skip
+        raise ValueError(
+            f"the {name} has a vocabulary of {rows} tokens but its tokenizer has {len(tokenizer)}; "
+            "use the tokenizer it was trained with"
+        )
 
 
 def max_source_tokens(model, tokenizer=None) -> int:
@@ -77,8 +79,8 @@ def iter_translations(
     `max_source_length` tokens) is truncated with a warning. Each translation is one line (inner
     whitespace, newlines included, becomes one space). `progress` shows a bar on stderr where stderr is
     a terminal. `target_lengths`, one per source, decodes GLAT at those lengths instead of the predicted
-    ones (oracle-length diagnostics: decoder quality apart from length prediction). Works for GLAT (`length_beam_size`, `reranker`, `num_iterations`) and for any
-    transformers seq2seq model (`num_beams`, ...).
+    ones (oracle-length diagnostics: decoder quality apart from length prediction). Works for GLAT
+    (`length_beam_size`, `reranker`, `num_iterations`) and for any transformers seq2seq model (`num_beams`, ...).
     """
     if batch_size < 1 or chunk_size < 1:
         raise ValueError(f"batch_size and chunk_size must be positive, got {batch_size} and {chunk_size}")
@@ -93,7 +95,9 @@ def iter_translations(
             chunk_lengths = None if lengths is None else list(islice(lengths, len(chunk)))
             if chunk_lengths is not None and len(chunk_lengths) != len(chunk):
                 raise ValueError("target_lengths must hold one length per source")
-            yield from _translate_chunk(model, tokenizer, chunk, chunk_lengths, batch_size, limit, bar, generate_kwargs)
+            yield from _translate_chunk(
+                model, tokenizer, chunk, chunk_lengths, batch_size, limit, bar, generate_kwargs
+            )
 
 
 def translate(model, tokenizer, sources: list[str], batch_size: int = 64, **kwargs) -> list[str]:
@@ -108,8 +112,10 @@ def _translate_chunk(model, tokenizer, chunk, lengths, batch_size, limit, bar, g
     ids = tokenizer(chunk, truncation=False, verbose=False)["input_ids"]
     for index, text in enumerate(chunk):
         if len(ids[index]) > limit:
-            logger.warning(f"A source of {len(ids[index])} tokens is longer than the model holds ({limit}); "
-                           f"it is truncated to {limit} tokens: {text[:60]!r}...")  # fmt: skip
+            logger.warning(
+                f"A source of {len(ids[index])} tokens is longer than the model holds ({limit}); "
+                f"it is truncated to {limit} tokens: {text[:60]!r}..."
+            )
             ids[index] = tokenizer(text, truncation=True, max_length=limit)["input_ids"]
     translations = [""] * len(chunk)
     order = sorted((i for i, text in enumerate(chunk) if text.strip()), key=lambda i: -len(ids[i]))

@@ -28,8 +28,17 @@ DEFAULT_LICENSE = "apache-2.0"
 # Datasets whose name and split names the card knows; template.md adds their limitations and citation.
 KNOWN_DATASETS = {"multi30k": {"name": "Multi30k", "validation": "val", "test": "test_2016_flickr"}}
 # The columns of training/benchmark.py rows that the card shows, in this order, where some row fills them.
-DECODE_COLUMNS = ("system", "variant", "engine", "device", "batch_size", "latency_ms", "sentences_per_s",
-                  "speedup_vs_ar_greedy", "bleu")
+DECODE_COLUMNS = (
+    "system",
+    "variant",
+    "engine",
+    "device",
+    "batch_size",
+    "latency_ms",
+    "sentences_per_s",
+    "speedup_vs_ar_greedy",
+    "bleu",
+)
 TRAIN_COLUMNS = ("system", "variant", "device", "batch_size", "step_ms", "tokens_per_s", "ratio_vs_nat")
 # Checkpoints stay local, and so do Trainer's pickles: the Hub gets safetensors and JSON only.
 PUSH_IGNORE = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.bin", "*.pt", "*.pth"]
@@ -76,8 +85,10 @@ def read_benchmark(path) -> dict | None:
     except (OSError, json.JSONDecodeError) as error:
         raise ModelCardError(f"--benchmark {path}: cannot be read as JSON ({error}).") from None
     if not (isinstance(rows, list) and rows and all(isinstance(row, dict) and "system" in row for row in rows)):
-        raise ModelCardError(f"--benchmark {path}: not what `training/benchmark.py --output` writes, a JSON list of "
-                             'rows such as {"system": "GLAT", "batch_size": 1, "latency_ms": 6.5, ...}.')
+        raise ModelCardError(
+            f"--benchmark {path}: not what `training/benchmark.py --output` writes, a JSON list of "
+            'rows such as {"system": "GLAT", "batch_size": 1, "latency_ms": 6.5, ...}.'
+        )
     train = [row for row in rows if row.get("kind") == "train"]
     decode = [row for row in rows if row.get("kind") != "train"]
     return {"source": Path(path).name, "decode": table(decode, DECODE_COLUMNS), "train": table(train, TRAIN_COLUMNS)}
@@ -115,10 +126,22 @@ def previous_card_data(folder: Path) -> ModelCardData:
 
 
 def build_model_card(
-    output_dir, *, source_lang: str | None = None, target_lang: str | None = None, dataset: str | None = None,
-    validation_split: str | None = None, test_split: str | None = None, model_type: str | None = None,
-    training_args=None, decoding: dict | None = None, distilled: bool | None = None, data_folder=None,
-    data_description: str | None = None, benchmark=None, repo_id: str | None = None, license: str | None = None,
+    output_dir,
+    *,
+    source_lang: str | None = None,
+    target_lang: str | None = None,
+    dataset: str | None = None,
+    validation_split: str | None = None,
+    test_split: str | None = None,
+    model_type: str | None = None,
+    training_args=None,
+    decoding: dict | None = None,
+    distilled: bool | None = None,
+    data_folder=None,
+    data_description: str | None = None,
+    benchmark=None,
+    repo_id: str | None = None,
+    license: str | None = None,
 ) -> ModelCard:
     """The card of a saved model folder as a huggingface_hub.ModelCard (nothing is written).
 
@@ -146,8 +169,10 @@ def build_model_card(
     old = (previous.eval_results or [None])[0]
     if test_split is None and old is not None and old.dataset_type == (dataset or "custom"):
         test_split = old.dataset_split
-    splits = {"eval": validation_split or known.get("validation", "validation"),
-              "predict": test_split or known.get("test", "test")}
+    splits = {
+        "eval": validation_split or known.get("validation", "validation"),
+        "predict": test_split or known.get("test", "test"),
+    }
 
     args = read_training_args(folder, training_args)
     generation = read_json(folder / "generation_config.json") or {}
@@ -165,9 +190,15 @@ def build_model_card(
         decoding["reranker"] = Path(str(decoding["reranker"])).name
 
     evaluated = [
-        {"stage": stage, "split": splits[stage], "bleu": round(float(results[f"{stage}_bleu"]), 2),
-         "samples": results.get(f"{stage}_samples"), "repetition": results.get(f"{stage}_repetition_ratio")}
-        for stage in ("predict", "eval") if results.get(f"{stage}_bleu") is not None
+        {
+            "stage": stage,
+            "split": splits[stage],
+            "bleu": round(float(results[f"{stage}_bleu"]), 2),
+            "samples": results.get(f"{stage}_samples"),
+            "repetition": results.get(f"{stage}_repetition_ratio"),
+        }
+        for stage in ("predict", "eval")
+        if results.get(f"{stage}_bleu") is not None
     ]
     signature = results.get("predict_bleu_signature") or results.get("eval_bleu_signature")
     if evaluated and signature is None:  # results saved without one were scored by glat_hf.metrics all the same
@@ -176,10 +207,18 @@ def build_model_card(
         signature = corpus_bleu(["x"], ["x"])["signature"]
     name = known.get("name", dataset)
     eval_results = [  # the test set; validation BLEU (which chose the checkpoint) only where there is no test set
-        EvalResult(task_type="translation", task_name=f"Translation {src}-{tgt}", dataset_type=dataset or "custom",
-                   dataset_name=f"{name or 'custom'} {src}-{tgt}", dataset_config=f"{src}-{tgt}",
-                   dataset_split=row["split"], metric_type="bleu", metric_name="sacreBLEU",
-                   metric_value=row["bleu"], metric_args={"signature": signature})
+        EvalResult(
+            task_type="translation",
+            task_name=f"Translation {src}-{tgt}",
+            dataset_type=dataset or "custom",
+            dataset_name=f"{name or 'custom'} {src}-{tgt}",
+            dataset_config=f"{src}-{tgt}",
+            dataset_split=row["split"],
+            metric_type="bleu",
+            metric_name="sacreBLEU",
+            metric_value=row["bleu"],
+            metric_args={"signature": signature},
+        )
         for row in evaluated[:1]
     ]
     ctc = is_glat and bool(config.get("use_ctc"))
@@ -187,21 +226,45 @@ def build_model_card(
     tags = ["translation", *(nat_tags if is_glat else ["autoregressive", "marian"]), "glat-hf"]
     tags += ["custom_code"] * (is_glat and "auto_map" in config) + ["knowledge-distillation"] * bool(distilled)
     card_data = ModelCardData(
-        language=[src, tgt], license=license or previous.license or DEFAULT_LICENSE, library_name="transformers",
-        pipeline_tag="translation", tags=tags, datasets=[dataset] if dataset else None, metrics=["bleu"],
-        model_name=repo_id or previous.model_name or folder.resolve().name, eval_results=eval_results or None,
+        language=[src, tgt],
+        license=license or previous.license or DEFAULT_LICENSE,
+        library_name="transformers",
+        pipeline_tag="translation",
+        tags=tags,
+        datasets=[dataset] if dataset else None,
+        metrics=["bleu"],
+        model_name=repo_id or previous.model_name or folder.resolve().name,
+        eval_results=eval_results or None,
     )
     logged = [entry for entry in log if "glancing_ratio" in entry]
     card = ModelCard.from_template(
-        card_data, template_path=str(TEMPLATE), src=src, tgt=tgt, dataset=dataset, dataset_name=name,
-        dataset_key=(dataset or "").lower(), config=config, is_glat=is_glat, ctc=ctc, glancing=glancing,
-        parameters=count_parameters(folder), model_id=repo_id or str(folder), output_dir=str(folder),
-        decoding=decoding, args=args, results=results, evaluated=evaluated, bleu_signature=signature,
-        test_split=splits["predict"], steps=state.get("global_step") or args.get("max_steps"),
+        card_data,
+        template_path=str(TEMPLATE),
+        src=src,
+        tgt=tgt,
+        dataset=dataset,
+        dataset_name=name,
+        dataset_key=(dataset or "").lower(),
+        config=config,
+        is_glat=is_glat,
+        ctc=ctc,
+        glancing=glancing,
+        parameters=count_parameters(folder),
+        model_id=repo_id or str(folder),
+        output_dir=str(folder),
+        decoding=decoding,
+        args=args,
+        results=results,
+        evaluated=evaluated,
+        bleu_signature=signature,
+        test_split=splits["predict"],
+        steps=state.get("global_step") or args.get("max_steps"),
         epoch=state.get("epoch") or results.get("epoch"),
         anneal_steps=args.get("glancing_anneal_steps") or state.get("max_steps") or args.get("max_steps"),
-        lambda_logged=(logged[0], logged[-1]) if logged else None, distilled=distilled,
-        data_description=data_description, speed=read_benchmark(benchmark),
+        lambda_logged=(logged[0], logged[-1]) if logged else None,
+        distilled=distilled,
+        data_description=data_description,
+        speed=read_benchmark(benchmark),
         teacher=record and {"name": Path(str(record.get("teacher", "?"))).name, "beams": record.get("num_beams", "?")},
     )
     return ModelCard(re.sub(r"\n{3,}", "\n\n", str(card)))  # the template's optional blocks leave blank runs
@@ -223,26 +286,36 @@ def push_to_hub(output_dir, repo_id: str, *, private: bool = False, token: str |
     if not (folder / "config.json").is_file():
         raise ModelCardError(f"cannot push {folder} to the Hub: it has no config.json (not a saved model folder).")
     if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
-        raise ModelCardError("cannot push to the Hub: offline (HF_HUB_OFFLINE=1). Run the push on a machine with "
-                             "internet access, without HF_HUB_OFFLINE set.")
+        raise ModelCardError(
+            "cannot push to the Hub: offline (HF_HUB_OFFLINE=1). Run the push on a machine with "
+            "internet access, without HF_HUB_OFFLINE set."
+        )
     token = token or get_token()
     if not token:
-        raise ModelCardError("cannot push to the Hub: no Hugging Face token. Log in with `hf auth login` or set "
-                             "HF_TOKEN (a token with write access).")
+        raise ModelCardError(
+            "cannot push to the Hub: no Hugging Face token. Log in with `hf auth login` or set "
+            "HF_TOKEN (a token with write access)."
+        )
     if not (folder / "README.md").is_file():
         write_model_card(folder, repo_id=repo_id)
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
-        commit = api.upload_folder(repo_id=repo_id, folder_path=folder, ignore_patterns=PUSH_IGNORE,
-                                   commit_message="Upload model trained with glat-hf")
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            ignore_patterns=PUSH_IGNORE,
+            commit_message="Upload model trained with glat-hf",
+        )
     except OfflineModeIsEnabled:
         raise ModelCardError("cannot push to the Hub: offline (huggingface_hub is in offline mode).") from None
     except HfHubHTTPError as error:
         status = getattr(error.response, "status_code", None)
         if status in (401, 403):
-            raise ModelCardError(f"cannot push to the Hub: the token was refused for {repo_id} (HTTP {status}); "
-                                 "it needs write access to that namespace.") from None
+            raise ModelCardError(
+                f"cannot push to the Hub: the token was refused for {repo_id} (HTTP {status}); "
+                "it needs write access to that namespace."
+            ) from None
         raise ModelCardError(f"cannot push to the Hub: {str(error).splitlines()[0]}") from None
     except Exception as error:  # no network, DNS failure, refused connection: OSErrors, and httpx's own errors
         if isinstance(error, OSError) or type(error).__module__.startswith("httpx"):

@@ -36,10 +36,20 @@ def tiny_model(vocab_size=60, **overrides) -> GlatForConditionalGeneration:
 def tiny_marian(vocab_size=60) -> MarianMTModel:
     """An autoregressive model with the same vocabulary: the reranker of the NPD tests."""
     config = MarianConfig(
-        vocab_size=vocab_size, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
-        pad_token_id=0, eos_token_id=2, decoder_start_token_id=0, forced_eos_token_id=None,
-    )  # fmt: skip
+        vocab_size=vocab_size,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=0,
+        forced_eos_token_id=None,
+    )
     return MarianMTModel(config).eval()
 
 

@@ -8,11 +8,11 @@ import pickle
 
 import pytest
 import torch
+from helpers import read_pairs, tiny_model, tokenizer_for
 from transformers import AutoModelForSeq2SeqLM, pipeline
 
 import glat_hf  # noqa: F401  (registers "glat" with the Auto classes)
 from glat_hf import GlatForConditionalGeneration
-from helpers import read_pairs, tiny_model, tokenizer_for
 
 SOURCE = torch.tensor([[7, 8, 9, 10, 2], [11, 12, 2, 0, 0]])
 LOADERS = [GlatForConditionalGeneration, AutoModelForSeq2SeqLM]
@@ -141,7 +141,9 @@ def test_saved_folder_holds_no_pickle(tmp_path, multi30k_dir):
     tiny_model(vocab_size=len(tokenizer)).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     names = sorted(path.name for path in tmp_path.iterdir())
-    assert "model.safetensors" in names and not [name for name in names if name.endswith((".bin", ".pt", ".pth", ".pkl"))]
+    assert "model.safetensors" in names and not [
+        name for name in names if name.endswith((".bin", ".pt", ".pth", ".pkl"))
+    ]
     for path in tmp_path.iterdir():
         head = path.read_bytes()[:2]
         assert head != b"PK" and not head.startswith(b"\x80"), f"{path.name} looks like a pickle or a torch.save file"

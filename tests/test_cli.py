@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import read_pairs, tiny_marian, tiny_model, tokenizer_for
 from transformers.utils import logging as hf_logging
 
 from glat_hf import GlatForConditionalGeneration, GlatTranslationPipeline
 from glat_hf.cli import main
-from helpers import read_pairs, tiny_marian, tiny_model, tokenizer_for
 
 
 @pytest.fixture(scope="module")
@@ -242,4 +242,6 @@ def test_installed_command_fails_with_one_clear_line(tmp_path):
         timeout=300,
     )
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [f"glat-translate: error: model folder not found: {tmp_path / 'missing_model'}"]
+    assert result.stderr.strip().splitlines() == [
+        f"glat-translate: error: model folder not found: {tmp_path / 'missing_model'}"
+    ]

@@ -30,8 +30,12 @@ def test_bad_config_names_the_field(overrides, field):
 def test_presets_have_the_paper_sizes():
     wmt = GlatConfig.from_preset("wmt14", vocab_size=32000)
     assert (wmt.d_model, wmt.encoder_layers, wmt.decoder_layers, wmt.encoder_attention_heads, wmt.encoder_ffn_dim) == (
-        512, 6, 6, 8, 2048,
-    )  # fmt: skip
+        512,
+        6,
+        6,
+        8,
+        2048,
+    )
     iwslt = GlatConfig.from_preset("iwslt16")
     assert (iwslt.d_model, iwslt.encoder_layers, iwslt.decoder_layers) == (256, 5, 5)
     assert GlatConfig.from_preset("multi30k", dropout=0.3).dropout == 0.3
@@ -45,6 +49,9 @@ def test_config_round_trip_and_auto_config(tmp_path):
     loaded = AutoConfig.from_pretrained(tmp_path)
     assert isinstance(loaded, GlatConfig)
     assert (loaded.vocab_size, loaded.decoder_input, loaded.use_ctc, loaded.max_target_length) == (
-        123, "uniform_copy", True, 77,
-    )  # fmt: skip
+        123,
+        "uniform_copy",
+        True,
+        77,
+    )
     assert isinstance(AutoConfig.for_model("glat"), GlatConfig)

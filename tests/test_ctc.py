@@ -128,7 +128,10 @@ def test_viterbi_on_a_batch_with_different_lengths_and_half_precision():
         target = targets[b, : target_lengths[b]].tolist()
         assert _python_collapse(path[b, :frames].tolist()) == target
         best = _brute_force_best(log_probs.half().double()[b, :frames], target)
-        assert abs(_path_score(log_probs.half().double()[b, :frames], path[b, :frames].tolist()).item() - best.item()) < 1e-3
+        assert (
+            abs(_path_score(log_probs.half().double()[b, :frames], path[b, :frames].tolist()).item() - best.item())
+            < 1e-3
+        )
     assert path[1, 2:].eq(BLANK).all() and path[2, 4:].eq(BLANK).all()
 
 
@@ -141,7 +144,9 @@ def test_viterbi_follows_a_peaked_distribution_and_handles_edge_rows():
     assert path.tolist() == [[BLANK, 1, 1, BLANK, 2]]
     # An empty target aligns to all blanks; a zero-length input yields nothing but blanks.
     log_probs = torch.randn(2, 4, 3).log_softmax(-1)
-    path = best_ctc_alignment(log_probs, torch.zeros(2, 0, dtype=torch.long), torch.tensor([4, 0]), torch.tensor([0, 0]), BLANK)
+    path = best_ctc_alignment(
+        log_probs, torch.zeros(2, 0, dtype=torch.long), torch.tensor([4, 0]), torch.tensor([0, 0]), BLANK
+    )
     assert path.tolist() == [[BLANK] * 4, [BLANK] * 4]
     # -inf log-probs (a vocabulary entry masked out) give no NaN and no crash.
     log_probs[:, :, 2] = float("-inf")

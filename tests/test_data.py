@@ -34,7 +34,7 @@ def test_plain_and_gzip_files_and_newlines(tmp_path):
     source.write_bytes(b"  a dog \nthe cat\xe2\x80\xa8sat\r\n\n")  # spaces, U+2028 inside a line, CRLF, empty line
     target = tmp_path / "train.de.gz"
     with gzip.open(target, "wb") as handle:
-        handle.write("ein Hund\ndie Katze\nleer".encode())
+        handle.write(b"ein Hund\ndie Katze\nleer")
     rows = read_parallel_text(source, target, "en", "de")["translation"]
     assert [row["en"] for row in rows] == ["  a dog ", "the cat\u2028sat", ""]
     assert [row["de"] for row in rows] == ["ein Hund", "die Katze", "leer"]
@@ -53,7 +53,7 @@ def test_different_line_counts_name_both_files(tmp_path):
 def test_invalid_utf8_names_file_and_line(tmp_path):
     source, target = tmp_path / "a.en", tmp_path / "a.de"
     source.write_text("one\ntwo\nthree\n")
-    target.write_bytes("eins\nzwei\n".encode() + b"dr\xe9i\n")  # Latin-1 é on line 3
+    target.write_bytes(b"eins\nzwei\n" + b"dr\xe9i\n")  # Latin-1 é on line 3
     with pytest.raises(ValueError, match=rf"{target}, line 3: not valid UTF-8"):
         read_parallel_text(source, target, "en", "de")
 
@@ -64,7 +64,10 @@ def _write_jsonl(path, lines):
 
 def test_jsonl_reads_translation_pairs(tmp_path):
     path = tmp_path / "train.json"
-    records = [{"translation": {"en": "a dog", "de": "ein Hund", "fr": "un chien"}}, {"translation": {"en": "", "de": "ä"}}]
+    records = [
+        {"translation": {"en": "a dog", "de": "ein Hund", "fr": "un chien"}},
+        {"translation": {"en": "", "de": "ä"}},
+    ]
     _write_jsonl(path, [json.dumps(record, ensure_ascii=False) for record in records] + [""])
     dataset = read_translation_jsonl(path, "en", "de")
     assert dataset["translation"] == [{"en": "a dog", "de": "ein Hund"}, {"en": "", "de": "ä"}]

@@ -4,11 +4,10 @@ import json
 
 import pytest
 import torch
+from helpers import load_script, read_pairs, tokenizer_for
 from transformers import MarianConfig, MarianMTModel
 
 from glat_hf.data import load_parallel_folder, read_translation_jsonl
-
-from helpers import load_script, read_pairs, tokenizer_for
 
 distill = load_script("training/distill.py")
 
@@ -26,11 +25,21 @@ def corpus(tmp_path_factory, multi30k_dir):
 
     tokenizer = tokenizer_for(sources + targets)
     config = MarianConfig(
-        vocab_size=len(tokenizer), d_model=64, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=64,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id, forced_eos_token_id=None, dropout=0.0,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        d_model=64,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        forced_eos_token_id=None,
+        dropout=0.0,
+    )
     torch.manual_seed(0)
     teacher = MarianMTModel(config)
     batch = tokenizer(sources, text_target=targets, padding=True, return_tensors="pt")
@@ -49,8 +58,23 @@ def corpus(tmp_path_factory, multi30k_dir):
 
 
 def arguments(corpus, output_dir, *extra):
-    return ["--teacher", str(corpus["teacher"]), "--data_folder", str(corpus["folder"]), "--output_dir", str(output_dir),
-            "--num_beams", str(BEAMS), "--batch_size", str(BATCH), "--shard_size", str(SHARD), "--device", "cpu", *extra]  # fmt: skip
+    return [
+        "--teacher",
+        str(corpus["teacher"]),
+        "--data_folder",
+        str(corpus["folder"]),
+        "--output_dir",
+        str(output_dir),
+        "--num_beams",
+        str(BEAMS),
+        "--batch_size",
+        str(BATCH),
+        "--shard_size",
+        str(SHARD),
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +122,9 @@ def test_an_interrupted_run_resumes_from_its_last_finished_shard(corpus, uninter
     (output_dir / distill.SHARDS / "train.00001.de.partial").write_text("half a shard\n")  # a kill mid-write
 
     calls.clear()
-    monkeypatch.setattr(distill, "translate", lambda *args, **kwargs: calls.append(len(args[2])) or translate(*args, **kwargs))
+    monkeypatch.setattr(
+        distill, "translate", lambda *args, **kwargs: calls.append(len(args[2])) or translate(*args, **kwargs)
+    )
     distill.main(arguments(corpus, output_dir))
     assert calls == [SHARD, COUNT - 2 * SHARD, COUNT]  # shards 1 and 2, then the validation set: shard 0 is not redone
     for name in ("train.en", "train.de"):
@@ -128,7 +154,9 @@ def test_json_lines_in_json_lines_out(corpus, uninterrupted, tmp_path):
 
 def test_bad_arguments_are_named(corpus, tmp_path):
     with pytest.raises(FileNotFoundError, match="not a saved model folder"):
-        distill.main(["--teacher", str(tmp_path), "--data_folder", str(corpus["folder"]), "--output_dir", str(tmp_path / "o")])
+        distill.main(
+            ["--teacher", str(tmp_path), "--data_folder", str(corpus["folder"]), "--output_dir", str(tmp_path / "o")]
+        )
     with pytest.raises(ValueError, match="is the data folder"):
         distill.main(arguments(corpus, corpus["folder"]))
     with pytest.raises(ValueError, match="--num_beams must be at least 1"):

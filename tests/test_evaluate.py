@@ -4,10 +4,9 @@ import json
 
 import pytest
 import torch
+from helpers import load_script, read_pairs, tiny_model, tokenizer_for
 
 from glat_hf.metrics import corpus_bleu
-
-from helpers import load_script, read_pairs, tiny_model, tokenizer_for
 
 evaluate_model = load_script("training/evaluate_model.py")
 
@@ -31,8 +30,23 @@ def test_rows_carry_bleu_of_the_written_translations_and_the_length_predictor_re
     tokenizer.save_pretrained(tmp_path / "model")
 
     results = tmp_path / "results.json"
-    rows = evaluate_model.main([str(tmp_path / "model"), "--system", "GLAT", "--data", "raw", "--results", str(results),
-                          "--data_folder", str(data), "--test_splits", "test_2016_flickr", "--device", "cpu"])  # fmt: skip
+    rows = evaluate_model.main(
+        [
+            str(tmp_path / "model"),
+            "--system",
+            "GLAT",
+            "--data",
+            "raw",
+            "--results",
+            str(results),
+            "--data_folder",
+            str(data),
+            "--test_splits",
+            "test_2016_flickr",
+            "--device",
+            "cpu",
+        ]
+    )
     assert json.loads(results.read_text()) == rows and len(rows) == 1
     row = rows[0]
     written = (tmp_path / "model" / "predictions" / "GLAT.raw.test_2016_flickr.txt").read_text(encoding="utf-8")
@@ -42,7 +56,9 @@ def test_rows_carry_bleu_of_the_written_translations_and_the_length_predictor_re
     reference = [len(ids) for ids in tokenizer(text_target=targets)["input_ids"]]
     report = row["length_prediction"]
     assert report["exact"] == pytest.approx(sum(p == r for p, r in zip(predicted, reference)) / COUNT, abs=1e-4)
-    assert report["within_2"] == pytest.approx(sum(abs(p - r) <= 2 for p, r in zip(predicted, reference)) / COUNT, abs=1e-4)
+    assert report["within_2"] == pytest.approx(
+        sum(abs(p - r) <= 2 for p, r in zip(predicted, reference)) / COUNT, abs=1e-4
+    )
     assert report["distinct_lengths"] == len(set(predicted))
     assert report["mean_reference"] == pytest.approx(sum(reference) / COUNT, abs=0.01)
 
@@ -58,5 +74,9 @@ def test_a_re_evaluated_row_keeps_its_place(tmp_path):
     path = tmp_path / "results.json"
     row = lambda system, bleu: {"system": system, "data": "raw", "test_set": "t", "bleu": bleu}  # noqa: E731
     evaluate_model.merge_rows(path, [row("A", 1.0), row("B", 2.0)])
-    assert evaluate_model.merge_rows(path, [row("A", 3.0), row("C", 4.0)]) == [row("A", 3.0), row("B", 2.0), row("C", 4.0)]
+    assert evaluate_model.merge_rows(path, [row("A", 3.0), row("C", 4.0)]) == [
+        row("A", 3.0),
+        row("B", 2.0),
+        row("C", 4.0),
+    ]
     assert json.loads(path.read_text()) == [row("A", 3.0), row("B", 2.0), row("C", 4.0)]

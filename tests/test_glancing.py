@@ -244,7 +244,9 @@ def test_p_ref_prefers_probable_positions_and_one_minus_p_ref_the_others():
     assert (by_p[high] > by_one_minus_p[high]).all() and (by_p[low] < by_one_minus_p[low]).all()
     # The first pick of p_ref is proportional to p: position 0 (0.95 of a 2.52 total) drawn first
     # about 38% of the time; with one pick per row that is its selection frequency.
-    first = select_glance_positions(torch.ones(4000, dtype=torch.long), mask, "p_ref", probs, generator).float().mean(0)
+    first = (
+        select_glance_positions(torch.ones(4000, dtype=torch.long), mask, "p_ref", probs, generator).float().mean(0)
+    )
     assert abs(first[0].item() - 0.95 / probs[0].sum().item()) < 0.03
 
 
@@ -317,7 +319,9 @@ def test_glance_mask_combines_distance_count_and_selection(distance):
     assert counts.tolist() == ([2, 6] if distance == "hamming" else [2, 2])
     assert torch.equal(glanced.sum(1), counts) and not (glanced & ~mask).any()
     probs = torch.rand(2, 6)
-    glanced, counts = glance_mask(predictions, references, mask, 0.5, rule="fixed", strategy="most_certain", reference_probs=probs)
+    glanced, counts = glance_mask(
+        predictions, references, mask, 0.5, rule="fixed", strategy="most_certain", reference_probs=probs
+    )
     assert counts.tolist() == [2, 3]
     _, counts = glance_mask(predictions, references, mask, 0.5, rule="fixed", rounding="round")
     assert counts.tolist() == [2, 3]  # 0.5 x [4, 6]

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
+from helpers import read_pairs, tokenizer_for
 from transformers import DataCollatorForSeq2Seq
 
 from glat_hf import GlatConfig, GlatForConditionalGeneration, GlatTrainer, GlatTrainingArguments
 from glat_hf.cli import main as glat_translate
-from helpers import read_pairs, tokenizer_for
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 SOURCES = [
@@ -30,8 +30,16 @@ SOURCES = [
     "Several men in hard hats are operating a giant pulley system.",
 ]
 TRAINING_ARGS = dict(
-    per_device_train_batch_size=16, learning_rate=3e-3, max_steps=12, logging_steps=1, seed=0, report_to=[],
-    save_strategy="no", use_cpu=True, disable_tqdm=True, glancing_schedule="linear",
+    per_device_train_batch_size=16,
+    learning_rate=3e-3,
+    max_steps=12,
+    logging_steps=1,
+    seed=0,
+    report_to=[],
+    save_strategy="no",
+    use_cpu=True,
+    disable_tqdm=True,
+    glancing_schedule="linear",
 )
 
 
@@ -52,7 +60,11 @@ def train_and_translate(multi30k_dir, config_dict, output_dir, use_ctc=False):
     )
     trainer.train()
     logged = [
-        {key: round(value, 4) for key, value in entry.items() if key in ("loss", "first_pass_accuracy", "glanced_fraction")}
+        {
+            key: round(value, 4)
+            for key, value in entry.items()
+            if key in ("loss", "first_pass_accuracy", "glanced_fraction")
+        }
         for entry in trainer.state.log_history
         if "loss" in entry
     ]
@@ -60,7 +72,11 @@ def train_and_translate(multi30k_dir, config_dict, output_dir, use_ctc=False):
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     batch = tokenizer([s for s in SOURCES if s], return_tensors="pt", padding=True)
-    ways = {"single": {}} if use_ctc else {"single": {}, "npd3": {"length_beam_size": 3}, "refine3": {"num_iterations": 3}}
+    ways = (
+        {"single": {}}
+        if use_ctc
+        else {"single": {}, "npd3": {"length_beam_size": 3}, "refine3": {"num_iterations": 3}}
+    )
     tokens = {name: model.generate(**batch, **kwargs).tolist() for name, kwargs in ways.items()}
 
     from transformers import pipeline
@@ -69,7 +85,10 @@ def train_and_translate(multi30k_dir, config_dict, output_dir, use_ctc=False):
     piped = [result["translation_text"] for result in translator(SOURCES, batch_size=2)]
     source_file, target_file = Path(output_dir) / "in.txt", Path(output_dir) / "out.txt"
     source_file.write_text("".join(line + "\n" for line in SOURCES), encoding="utf-8")
-    assert glat_translate([str(output_dir), "--input", str(source_file), "--output", str(target_file), "--no_progress"]) == 0
+    assert (
+        glat_translate([str(output_dir), "--input", str(source_file), "--output", str(target_file), "--no_progress"])
+        == 0
+    )
     translated = target_file.read_text(encoding="utf-8").split("\n")[:-1]
     return {"log": logged, "generate": tokens, "pipeline": piped, "glat_translate": translated}
 

@@ -27,12 +27,39 @@ SCRIPT = REPO / "model_cards" / "model_card.py"
 PREDICT_BLEU, EVAL_BLEU, STEPS = 12.3456, 11.0987, 20
 SIGNATURE = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
 BENCHMARK = [  # as training/benchmark.py --output writes them (fewer keys)
-    {"kind": "decode", "system": "AR greedy", "device": "cpu", "batch_size": 1, "latency_ms": 50.2,
-     "sentences_per_s": 19.9, "speedup_vs_ar_greedy": 1.0, "bleu": None, "bleu_by_length": None},
-    {"kind": "decode", "system": "GLAT", "device": "cpu", "batch_size": 1, "latency_ms": 6.5,
-     "sentences_per_s": 153.8, "speedup_vs_ar_greedy": 7.72, "bleu": None, "bleu_by_length": None},
-    {"kind": "train", "system": "GLAT training step (2 passes)", "variant": "fp32", "device": "cpu", "batch_size": 64,
-     "step_ms": 120.5, "tokens_per_s": 9000.0, "ratio_vs_nat": 1.61, "step_runs_ms": [120.5, 121.0]},
+    {
+        "kind": "decode",
+        "system": "AR greedy",
+        "device": "cpu",
+        "batch_size": 1,
+        "latency_ms": 50.2,
+        "sentences_per_s": 19.9,
+        "speedup_vs_ar_greedy": 1.0,
+        "bleu": None,
+        "bleu_by_length": None,
+    },
+    {
+        "kind": "decode",
+        "system": "GLAT",
+        "device": "cpu",
+        "batch_size": 1,
+        "latency_ms": 6.5,
+        "sentences_per_s": 153.8,
+        "speedup_vs_ar_greedy": 7.72,
+        "bleu": None,
+        "bleu_by_length": None,
+    },
+    {
+        "kind": "train",
+        "system": "GLAT training step (2 passes)",
+        "variant": "fp32",
+        "device": "cpu",
+        "batch_size": 64,
+        "step_ms": 120.5,
+        "tokens_per_s": 9000.0,
+        "ratio_vs_nat": 1.61,
+        "step_runs_ms": [120.5, 121.0],
+    },
 ]
 
 
@@ -46,8 +73,9 @@ def make_output_folder(folder: Path, tokenizer, kind: str = "glat", **glancing) 
     """A saved model with the files a train.py run (train, eval, predict) leaves beside it."""
     if kind == "ar":
         model = tiny_marian(vocab_size=len(tokenizer))
-        model.generation_config = GenerationConfig(max_length=40, num_beams=1, pad_token_id=0, eos_token_id=2,
-                                                   decoder_start_token_id=0)  # fmt: skip
+        model.generation_config = GenerationConfig(
+            max_length=40, num_beams=1, pad_token_id=0, eos_token_id=2, decoder_start_token_id=0
+        )
     else:
         model = tiny_model(vocab_size=len(tokenizer), use_ctc=kind == "ctc")
         if kind != "ctc":  # CTC has no length predictor to beam over
@@ -56,23 +84,40 @@ def make_output_folder(folder: Path, tokenizer, kind: str = "glat", **glancing) 
     tokenizer.save_pretrained(folder)
     if kind == "nat":
         glancing["glancing"] = "none"
-    args = GlatTrainingArguments(output_dir=str(folder), max_steps=STEPS, learning_rate=1e-3, per_device_train_batch_size=8,
-                                 warmup_steps=2, seed=7, use_cpu=True, report_to="none", **glancing)  # fmt: skip
+    args = GlatTrainingArguments(
+        output_dir=str(folder),
+        max_steps=STEPS,
+        learning_rate=1e-3,
+        per_device_train_batch_size=8,
+        warmup_steps=2,
+        seed=7,
+        use_cpu=True,
+        report_to="none",
+        **glancing,
+    )
     (folder / "training_args.json").write_text(json.dumps(args.to_dict(), indent=2))  # as train.py does
     results = {
         "train": {"train_samples": 200, "epoch": 0.8, "train_runtime": 12.0},
         "eval": {"eval_bleu": EVAL_BLEU, "eval_samples": 40, "eval_repetition_ratio": 0.04},
-        "predict": {"predict_bleu": PREDICT_BLEU, "predict_bleu_signature": SIGNATURE, "predict_samples": 30,
-                    "predict_repetition_ratio": 0.0512},
-    }  # fmt: skip
+        "predict": {
+            "predict_bleu": PREDICT_BLEU,
+            "predict_bleu_signature": SIGNATURE,
+            "predict_samples": 30,
+            "predict_repetition_ratio": 0.0512,
+        },
+    }
     for stage, values in results.items():
         (folder / f"{stage}_results.json").write_text(json.dumps(values))
-    (folder / "all_results.json").write_text(json.dumps({k: v for values in results.values() for k, v in values.items()}))
+    (folder / "all_results.json").write_text(
+        json.dumps({k: v for values in results.values() for k, v in values.items()})
+    )
     (folder / "trainer_state.json").write_text(json.dumps({"global_step": STEPS, "max_steps": STEPS, "epoch": 0.8}))
     log = [{"loss": 5.0, "step": step} for step in range(1, STEPS + 1)]
     if kind != "nat" and kind != "ar":
         for entry in log:
-            entry.update(glancing_ratio=0.5 - 0.2 * (entry["step"] - 1) / STEPS, glanced_fraction=0.3, first_pass_accuracy=0.2)
+            entry.update(
+                glancing_ratio=0.5 - 0.2 * (entry["step"] - 1) / STEPS, glanced_fraction=0.3, first_pass_accuracy=0.2
+            )
     (folder / "training_log.json").write_text(json.dumps(log))
     return folder
 
@@ -118,8 +163,14 @@ def test_usage_section_runs(tokenizer, tmp_path):
 
 
 def test_training_settings_and_lambda_schedule(tokenizer, tmp_path):
-    folder = make_output_folder(tmp_path / "glat", tokenizer, glance_selection="p_ref", glance_distance="levenshtein",
-                                glancing_ratio_start=0.6, glancing_ratio_end=0.2)  # fmt: skip
+    folder = make_output_folder(
+        tmp_path / "glat",
+        tokenizer,
+        glance_selection="p_ref",
+        glance_distance="levenshtein",
+        glancing_ratio_start=0.6,
+        glancing_ratio_end=0.2,
+    )
     text = write(folder).text
     assert f"linear 0.6 → 0.2 over {STEPS} steps" in text
     assert "0.500 (step 1) → 0.310 (step 20)" in text  # λ as logged (training_log.json)
@@ -142,7 +193,9 @@ def test_speed_rows_from_a_benchmark_json(tokenizer, tmp_path):
     benchmark.write_text(json.dumps(BENCHMARK))
     text = write(folder, benchmark=benchmark).text
     assert "| system | device | batch | latency (ms) | sentences/s | speed-up vs AR greedy |\n|---|" in text
-    assert "| AR greedy | cpu | 1 | 50.2 | 19.9 | 1.00x |" in text and "| GLAT | cpu | 1 | 6.50 | 153.8 | 7.72x |" in text
+    assert (
+        "| AR greedy | cpu | 1 | 50.2 | 19.9 | 1.00x |" in text and "| GLAT | cpu | 1 | 6.50 | 153.8 | 7.72x |" in text
+    )
     assert "| system | variant | device | batch | step (ms) | target tokens/s | step time vs NAT |" in text
     assert "| GLAT training step (2 passes) | fp32 | cpu | 64 | 120.5 | 9000.0 | 1.61x |" in text
     assert "Not measured" not in text and "BLEU" not in text.split("## Speed")[1].split("## Limitations")[0]
@@ -157,7 +210,9 @@ def test_benchmark_of_another_shape_is_a_clear_error(content, tokenizer, tmp_pat
     with pytest.raises(ModelCardError, match=re.escape(str(benchmark))):
         build_model_card(folder, source_lang="en", target_lang="de", benchmark=benchmark)
     capsys.readouterr()  # the progress bars of make_output_folder
-    assert main(["write", str(folder), "--source_lang", "en", "--target_lang", "de", "--benchmark", str(benchmark)]) == 1
+    assert (
+        main(["write", str(folder), "--source_lang", "en", "--target_lang", "de", "--benchmark", str(benchmark)]) == 1
+    )
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith(f"error: --benchmark {benchmark}:") and not (folder / "README.md").exists()
 
@@ -186,14 +241,16 @@ def test_other_systems(kind, tokenizer, tmp_path):
 
 
 def test_distilled_data_folder_is_recognised(tokenizer, tmp_path):
-    """A --data_folder written by training/distill.py carries distill_results.json: the card says distilled, by whom."""
+    """A --data_folder written by distill.py carries distill_results.json: the card says distilled, and by whom."""
     folder = make_output_folder(tmp_path / "glat", tokenizer)
     distilled = tmp_path / "distilled" / "multi30k_en_de"
     distilled.mkdir(parents=True)
-    (distilled / "distill_results.json").write_text(json.dumps({"teacher": "outputs/multi30k_en_de_ar", "num_beams": 4,
-                                                                "arguments": {"data_folder": None}}))  # fmt: skip
-    card = ModelCard.load(write_model_card(folder, source_lang="en", target_lang="de", dataset=distilled.name,
-                                           data_folder=distilled))  # fmt: skip
+    (distilled / "distill_results.json").write_text(
+        json.dumps({"teacher": "outputs/multi30k_en_de_ar", "num_beams": 4, "arguments": {"data_folder": None}})
+    )
+    card = ModelCard.load(
+        write_model_card(folder, source_lang="en", target_lang="de", dataset=distilled.name, data_folder=distilled)
+    )
     assert card.data.datasets == ["multi30k"] and "knowledge-distillation" in card.data.tags
     assert "| knowledge distillation | yes:" in card.text and "beam-4 translations by multi30k_en_de_ar" in card.text
     assert "which this model was not trained with" not in card.text
@@ -204,14 +261,35 @@ def test_cli_write_keeps_earlier_metadata(tokenizer, tmp_path, capsys):
     folder = make_output_folder(tmp_path / "glat", tokenizer)
     assert main(["write", str(folder)]) == 1
     assert "--source_lang and --target_lang" in capsys.readouterr().err
-    assert main(["write", str(folder), "--source_lang", "en", "--target_lang", "de", "--dataset", "multi30k",
-                 "--test_split", "test_2017_flickr", "--distilled", "yes", "--repo_id", "someone/glat-tiny"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "write",
+                str(folder),
+                "--source_lang",
+                "en",
+                "--target_lang",
+                "de",
+                "--dataset",
+                "multi30k",
+                "--test_split",
+                "test_2017_flickr",
+                "--distilled",
+                "yes",
+                "--repo_id",
+                "someone/glat-tiny",
+            ]
+        )
+        == 0
+    )
     benchmark = tmp_path / "benchmark.json"
     benchmark.write_text(json.dumps(BENCHMARK))
     assert main(["write", str(folder), "--benchmark", str(benchmark)]) == 0
     card = ModelCard.load(folder / "README.md")
     assert card.data.language == ["en", "de"] and card.data.datasets == ["multi30k"]
-    assert card.data.eval_results[0].dataset_split == "test_2017_flickr" and card.data.model_name == "someone/glat-tiny"
+    assert (
+        card.data.eval_results[0].dataset_split == "test_2017_flickr" and card.data.model_name == "someone/glat-tiny"
+    )
     assert "| GLAT | cpu |" in card.text
     assert main(["write", str(tmp_path / "missing"), "--source_lang", "en", "--target_lang", "de"]) == 1
     assert "no config.json" in capsys.readouterr().err
@@ -220,8 +298,13 @@ def test_cli_write_keeps_earlier_metadata(tokenizer, tmp_path, capsys):
 def test_push_offline_is_one_clear_message(tokenizer, tmp_path):
     folder = make_output_folder(tmp_path / "glat", tokenizer)
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    result = subprocess.run([sys.executable, str(SCRIPT), "push", str(folder), "--repo_id", "someone/glat-tiny"],
-                            capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "push", str(folder), "--repo_id", "someone/glat-tiny"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "cannot push to the Hub: offline (HF_HUB_OFFLINE=1)" in result.stderr
     assert "Traceback" not in result.stderr and not (folder / "README.md").exists()
@@ -262,8 +345,16 @@ def test_training_args_object_is_the_fallback(tokenizer, tmp_path):
     folder = make_output_folder(tmp_path / "glat", tokenizer)
     (folder / "training_args.json").unlink()
     assert "records no training settings" in write(folder).text
-    args = GlatTrainingArguments(output_dir=str(folder), max_steps=STEPS, learning_rate=3e-4, seed=11, use_cpu=True,
-                                 report_to="none", glancing_schedule="constant", glancing_ratio_start=0.4)
+    args = GlatTrainingArguments(
+        output_dir=str(folder),
+        max_steps=STEPS,
+        learning_rate=3e-4,
+        seed=11,
+        use_cpu=True,
+        report_to="none",
+        glancing_schedule="constant",
+        glancing_ratio_start=0.4,
+    )
     text = write(folder, training_args=args).text
     assert "| seed | 11 |" in text and "3e-04" not in text and "0.0003, linear schedule" in text
     assert "| λ schedule | constant 0.4 |" in text

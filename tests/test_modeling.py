@@ -1,10 +1,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tiny_marian, tiny_model
 
 from glat_hf import GlatForConditionalGeneration
 from glat_hf.ctc import ctc_collapse
-from helpers import tiny_marian, tiny_model
 
 SOURCE = torch.tensor([[7, 8, 9, 10, 2], [11, 12, 2, 0, 0], [13, 14, 15, 2, 0]])
 LABELS = torch.tensor([[20, 21, 22, 23, 2, -100], [24, 25, 26, 27, 28, 2], [29, 2, -100, -100, -100, -100]])
@@ -130,11 +130,17 @@ def test_npd_with_reranker_picks_the_reranker_best_and_scores_equal_its_loss():
     for i, source in enumerate(SOURCE):
         source = source[source.ne(0)][None]
         length_logits = model(source, decoder_lengths=torch.tensor([1])).length_logits[0]
-        candidates = [_single_length_candidate(model, source[0], int(n) + 1)[0] for n in length_logits[1:].topk(m).indices]
+        candidates = [
+            _single_length_candidate(model, source[0], int(n) + 1)[0] for n in length_logits[1:].topk(m).indices
+        ]
         with torch.no_grad():
             losses = [float(reranker(input_ids=source, labels=c[None]).loss) for c in candidates]
-        scores = model.reranker_scores(reranker, source.repeat(m, 1), source.ne(0).repeat(m, 1),
-                                       torch.nn.utils.rnn.pad_sequence(candidates, batch_first=True))  # fmt: skip
+        scores = model.reranker_scores(
+            reranker,
+            source.repeat(m, 1),
+            source.ne(0).repeat(m, 1),
+            torch.nn.utils.rnn.pad_sequence(candidates, batch_first=True),
+        )
         torch.testing.assert_close(scores, -torch.tensor(losses), rtol=1e-4, atol=1e-5)
         best = candidates[min(range(m), key=losses.__getitem__)]
         got = chosen[i][chosen[i].ne(0)]
@@ -218,5 +224,7 @@ def test_labels_padded_inside_a_sentence_are_rejected():
 def test_tied_output_embeddings():
     model = tiny_model()
     assert model.lm_head.weight is model.model.shared.weight
-    untied = GlatForConditionalGeneration(model.config.__class__(**{**model.config.to_dict(), "tie_word_embeddings": False}))
+    untied = GlatForConditionalGeneration(
+        model.config.__class__(**{**model.config.to_dict(), "tie_word_embeddings": False})
+    )
     assert untied.lm_head.weight is not untied.model.shared.weight

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_config, tiny_model
 
 from glat_hf import GlatConfig, GlatForConditionalGeneration
 from glat_hf.configuration_glat import CONFIG_VERSION, LEGACY_DEFAULTS
 from glat_hf.modeling_glat import GlatSoftCopy
-from helpers import tiny_config, tiny_model
 
 GOLDEN_CONFIG = Path(__file__).resolve().parent / "golden" / "config.json"
 SOURCE = torch.tensor([[7, 8, 9, 10, 2], [11, 12, 2, 0, 0], [13, 14, 15, 2, 0]])
@@ -80,7 +80,10 @@ def test_official_soft_copy_in_the_model_reads_the_source_embeddings_and_its_enc
     source_positions = model.model.encoder.embed_positions.weight[first_position : first_position + 3].detach()
     target_positions = model.model.decoder.embed_positions.weight[:2].detach()
     expected = _hand_soft_copy(
-        model.model.soft_copy.query.weight.detach(), target_positions, embeddings + source_positions, embeddings,
+        model.model.soft_copy.query.weight.detach(),
+        target_positions,
+        embeddings + source_positions,
+        embeddings,
         [True, True, True],
     )
     got = model.model.decoder_inputs(source, source.ne(0), torch.ones(1, 2, dtype=torch.bool))

@@ -1,10 +1,10 @@
 import logging
 
 import pytest
+from helpers import read_pairs, tiny_model, tokenizer_for
 from transformers import pipeline
 
 from glat_hf import GlatTranslationPipeline
-from helpers import read_pairs, tiny_model, tokenizer_for
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,9 @@
 
 import re
 
-import glat_hf  # noqa: F401
 from helpers import REPO, read_pairs, tiny_marian, tiny_model, tokenizer_for
+
+import glat_hf  # noqa: F401
 
 
 def readme_python_blocks():

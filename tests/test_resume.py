@@ -29,19 +29,47 @@ TRAIN = REPO / "training" / "train.py"
 
 SAMPLES, BATCH, MAX_STEPS, SAVE_STEPS = 32, 8, 12, 3  # 4 steps an epoch; checkpoints at 3, 6, 9, 12
 ARGS = [
-    "--do_train", "--max_steps", MAX_STEPS, "--save_steps", SAVE_STEPS,
-    "--config_overrides", "d_model=32,encoder_layers=1,decoder_layers=1,encoder_attention_heads=2,"
+    "--do_train",
+    "--max_steps",
+    MAX_STEPS,
+    "--save_steps",
+    SAVE_STEPS,
+    "--config_overrides",
+    "d_model=32,encoder_layers=1,decoder_layers=1,encoder_attention_heads=2,"
     "decoder_attention_heads=2,encoder_ffn_dim=64,decoder_ffn_dim=64",
-    "--vocab_size", 300, "--max_train_samples", SAMPLES, "--max_source_length", 32, "--max_target_length", 32,
-    "--per_device_train_batch_size", BATCH, "--learning_rate", "1e-3", "--logging_steps", 1, "--seed", 0,
-    "--train_sampling_strategy", "group_by_length",  # the recipes' sampler: its order must survive the resume too
-    "--disable_tqdm", "true", "--log_level", "info",
-]  # fmt: skip
+    "--vocab_size",
+    300,
+    "--max_train_samples",
+    SAMPLES,
+    "--max_source_length",
+    32,
+    "--max_target_length",
+    32,
+    "--per_device_train_batch_size",
+    BATCH,
+    "--learning_rate",
+    "1e-3",
+    "--logging_steps",
+    1,
+    "--seed",
+    0,
+    "--train_sampling_strategy",
+    "group_by_length",  # the recipes' sampler: its order must survive the resume too
+    "--disable_tqdm",
+    "true",
+    "--log_level",
+    "info",
+]
 
 
 def start(output_dir: Path, *extra) -> subprocess.Popen:
-    env = dict(os.environ, GLAT_DATA_DIR=os.environ.get("GLAT_DATA_DIR", str(REPO.parent / "shared" / "data")),
-               PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")  # fmt: skip  (one thread: the same sums in every run)
+    # One thread: the same sums in every run.
+    env = dict(
+        os.environ,
+        GLAT_DATA_DIR=os.environ.get("GLAT_DATA_DIR", str(REPO.parent / "shared" / "data")),
+        PYTHONPATH=str(REPO),
+        OMP_NUM_THREADS="1",
+    )
     command = [sys.executable, str(TRAIN), "--output_dir", str(output_dir), *map(str, ARGS), *map(str, extra)]
     log = open(output_dir.parent / f"{output_dir.name}.log", "w")
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -67,7 +95,9 @@ def complete_checkpoints(output_dir: Path) -> list[int]:
 
 
 def step_logs(output_dir: Path) -> dict[int, dict]:
-    return {entry["step"]: entry for entry in json.loads((output_dir / "training_log.json").read_text()) if "loss" in entry}
+    return {
+        entry["step"]: entry for entry in json.loads((output_dir / "training_log.json").read_text()) if "loss" in entry
+    }
 
 
 def test_sigkill_then_resume_gives_the_uninterrupted_model(multi30k_dir, tmp_path):

@@ -4,10 +4,10 @@ import sys
 import textwrap
 
 import torch
+from helpers import read_pairs, tiny_model, tokenizer_for
 from transformers import AutoModelForSeq2SeqLM
 
 from glat_hf import GlatForConditionalGeneration
-from helpers import read_pairs, tiny_model, tokenizer_for
 
 SOURCE = torch.tensor([[7, 8, 9, 10, 2], [11, 12, 2, 0, 0]])
 
@@ -19,13 +19,18 @@ def test_save_load_gives_identical_logits_and_generate(tmp_path):
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").exists()
 
-    for loaded in (GlatForConditionalGeneration.from_pretrained(tmp_path), AutoModelForSeq2SeqLM.from_pretrained(tmp_path)):
+    for loaded in (
+        GlatForConditionalGeneration.from_pretrained(tmp_path),
+        AutoModelForSeq2SeqLM.from_pretrained(tmp_path),
+    ):
         assert isinstance(loaded, GlatForConditionalGeneration)
         loaded.eval()
         assert loaded.lm_head.weight is loaded.model.shared.weight
         with torch.no_grad():
-            torch.testing.assert_close(loaded(SOURCE, decoder_lengths=torch.tensor([4, 6])).logits,
-                                       model(SOURCE, decoder_lengths=torch.tensor([4, 6])).logits)  # fmt: skip
+            torch.testing.assert_close(
+                loaded(SOURCE, decoder_lengths=torch.tensor([4, 6])).logits,
+                model(SOURCE, decoder_lengths=torch.tensor([4, 6])).logits,
+            )
         assert torch.equal(loaded.generate(SOURCE), model.generate(SOURCE))
         # Custom generation settings survive the round trip and are used by default.
         assert loaded.generation_config.length_beam_size == 3
@@ -52,7 +57,9 @@ def _save_model_and_tokenizer(directory, multi30k_dir):
 
 def test_fresh_offline_process_loads_with_auto_classes_and_pipeline(tmp_path, multi30k_dir):
     model, tokenizer, sources = _save_model_and_tokenizer(tmp_path / "model", multi30k_dir)
-    expected = tokenizer.decode(model.generate(**tokenizer(sources[:1], return_tensors="pt"))[0], skip_special_tokens=True)
+    expected = tokenizer.decode(
+        model.generate(**tokenizer(sources[:1], return_tensors="pt"))[0], skip_special_tokens=True
+    )
     out = _run_fresh_python(
         f"""
         import glat_hf

@@ -13,13 +13,13 @@ import pytest
 import torch
 from accelerate.data_loader import BatchSamplerShard
 from datasets import Dataset
+from helpers import read_pairs, tiny_model, tokenizer_for
 from transformers import DataCollatorForSeq2Seq
 from transformers.testing_utils import CaptureLogger
 
 from glat_hf import GlatTrainer, GlatTrainingArguments
 from glat_hf.trainer import ExactResumeSeq2SeqTrainer, TokenBatchSampler
 from glat_hf.trainer import logger as trainer_logger
-from helpers import read_pairs, tiny_model, tokenizer_for
 
 REPO = Path(__file__).resolve().parents[1]
 LENGTHS = [(7 * index) % 37 + 1 for index in range(300)] + [40, 40, 1]

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_script
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from transformers import AutoModelForSeq2SeqLM
 
 import glat_hf  # noqa: F401  (registers "glat" with the Auto classes)
-from helpers import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "training" / "train.py"
@@ -27,21 +27,46 @@ ACCELERATE = Path(sys.executable).parent / "accelerate"
 
 TRAIN_SAMPLES, EVAL_SAMPLES, PREDICT_SAMPLES, BATCH = 200, 40, 30, 8
 TINY = [
-    "--config_overrides", "d_model=32,encoder_layers=1,decoder_layers=1,encoder_attention_heads=2,"
+    "--config_overrides",
+    "d_model=32,encoder_layers=1,decoder_layers=1,encoder_attention_heads=2,"
     "decoder_attention_heads=2,encoder_ffn_dim=64,decoder_ffn_dim=64",
-    "--vocab_size", "500",
-    "--max_train_samples", str(TRAIN_SAMPLES), "--max_eval_samples", str(EVAL_SAMPLES),
-    "--max_predict_samples", str(PREDICT_SAMPLES), "--max_source_length", "48", "--max_target_length", "48",
-    "--per_device_train_batch_size", str(BATCH), "--per_device_eval_batch_size", "16",
-    "--learning_rate", "1e-3", "--logging_steps", "1", "--seed", "0", "--disable_tqdm", "true",
-]  # fmt: skip
+    "--vocab_size",
+    "500",
+    "--max_train_samples",
+    str(TRAIN_SAMPLES),
+    "--max_eval_samples",
+    str(EVAL_SAMPLES),
+    "--max_predict_samples",
+    str(PREDICT_SAMPLES),
+    "--max_source_length",
+    "48",
+    "--max_target_length",
+    "48",
+    "--per_device_train_batch_size",
+    str(BATCH),
+    "--per_device_eval_batch_size",
+    "16",
+    "--learning_rate",
+    "1e-3",
+    "--logging_steps",
+    "1",
+    "--seed",
+    "0",
+    "--disable_tqdm",
+    "true",
+]
 FULL_RUN = ["--do_train", "--do_eval", "--do_predict", "--predict_with_generate"]
 
 
 def run(args, multi30k_dir, launcher=(sys.executable,), check=True, data_dir=None):
     env = dict(os.environ, GLAT_DATA_DIR=str(data_dir or multi30k_dir.parent), PYTHONPATH=str(REPO))
     result = subprocess.run(
-        [*map(str, launcher), str(TRAIN), *map(str, args)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+        [*map(str, launcher), str(TRAIN), *map(str, args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     output = result.stdout + result.stderr
     if check:
@@ -62,10 +87,24 @@ def glat_run(tmp_path_factory, multi30k_dir):
     """One 1-process GLAT run: 20 steps, a checkpoint every 10, evaluate, predict; shared by several tests."""
     output_dir = tmp_path_factory.mktemp("glat") / "run"
     _, output = run(
-        ["--output_dir", output_dir, *FULL_RUN, *TINY, "--max_steps", 20, "--save_steps", 10,
-         "--eval_strategy", "steps", "--eval_steps", 10, "--length_beam_size", 2],
+        [
+            "--output_dir",
+            output_dir,
+            *FULL_RUN,
+            *TINY,
+            "--max_steps",
+            20,
+            "--save_steps",
+            10,
+            "--eval_strategy",
+            "steps",
+            "--eval_steps",
+            10,
+            "--length_beam_size",
+            2,
+        ],
         multi30k_dir,
-    )  # fmt: skip
+    )
     return output_dir, output
 
 
@@ -102,10 +141,26 @@ def test_resume_continues_from_checkpoint(glat_run, multi30k_dir, tmp_path):
     uninterrupted, _ = glat_run
     resumed = tmp_path / "resumed"
     run(
-        ["--output_dir", resumed, *FULL_RUN, *TINY, "--max_steps", 20, "--save_steps", 10, "--eval_strategy", "steps",
-         "--eval_steps", 10, "--length_beam_size", 2, "--resume_from_checkpoint", uninterrupted / "checkpoint-10"],
+        [
+            "--output_dir",
+            resumed,
+            *FULL_RUN,
+            *TINY,
+            "--max_steps",
+            20,
+            "--save_steps",
+            10,
+            "--eval_strategy",
+            "steps",
+            "--eval_steps",
+            10,
+            "--length_beam_size",
+            2,
+            "--resume_from_checkpoint",
+            uninterrupted / "checkpoint-10",
+        ],
         multi30k_dir,
-    )  # fmt: skip
+    )
     assert json.loads((resumed / "trainer_state.json").read_text())["global_step"] == 20
     before, after = step_logs(uninterrupted, "loss"), step_logs(resumed, "loss")
     assert sorted(after) == list(range(1, 21))  # the history up to step 10 comes with the checkpoint
@@ -119,8 +174,10 @@ def test_average_last_two_checkpoints(glat_run, tmp_path):
     output = tmp_path / "averaged"
     result = subprocess.run(
         [sys.executable, str(AVERAGE), str(run_dir), "--last", "2", "--output", str(output)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     first, second = (load_file(run_dir / f"checkpoint-{step}" / "model.safetensors") for step in (10, 20))
     model = AutoModelForSeq2SeqLM.from_pretrained(output)
@@ -129,24 +186,45 @@ def test_average_last_two_checkpoints(glat_run, tmp_path):
         assert torch.allclose(averaged[name], (first[name] + second[name]) / 2, atol=1e-6), name
     assert (output / "tokenizer.json").is_file() and model.generation_config.length_beam_size == 2
 
-    best = subprocess.run([sys.executable, str(AVERAGE), str(run_dir), "--best", "1", "--output", str(tmp_path / "best")],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    best = subprocess.run(
+        [sys.executable, str(AVERAGE), str(run_dir), "--best", "1", "--output", str(tmp_path / "best")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert best.returncode == 0, best.stderr
     assert AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "best") is not None
 
 
 def test_average_best_without_scores_is_a_clear_error(multi30k_dir, tmp_path):
     run(["--output_dir", tmp_path, "--do_train", *TINY, "--max_steps", 4, "--save_steps", 2], multi30k_dir)
-    result = subprocess.run([sys.executable, str(AVERAGE), str(tmp_path), "--best", "2"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(AVERAGE), str(tmp_path), "--best", "2"], capture_output=True, text=True
+    )
     assert result.returncode != 0 and "no checkpoint has an eval_bleu" in result.stderr
 
 
 def test_two_process_cpu_run(multi30k_dir, tmp_path):
     """accelerate launch --multi_gpu on CPU: two gloo ranks share the data (an epoch takes half the steps)."""
-    launcher = (ACCELERATE, "launch", "--multi_gpu", "--num_processes", 2, "--num_machines", 1,
-                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", 29533)  # fmt: skip
+    launcher = (
+        ACCELERATE,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        2,
+        "--num_machines",
+        1,
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        29533,
+    )
     max_steps = 10
-    _, output = run(["--output_dir", tmp_path, *FULL_RUN, *TINY, "--max_steps", max_steps], multi30k_dir, launcher=launcher)
+    _, output = run(
+        ["--output_dir", tmp_path, *FULL_RUN, *TINY, "--max_steps", max_steps], multi30k_dir, launcher=launcher
+    )
     assert "world size 2" in output
     state = json.loads((tmp_path / "trainer_state.json").read_text())
     assert state["global_step"] == max_steps
@@ -158,10 +236,22 @@ def test_two_process_cpu_run(multi30k_dir, tmp_path):
 
 def test_cpu_launch_with_two_processes_is_refused(multi30k_dir, tmp_path):
     """`accelerate launch --cpu --num_processes 2` starts one process: the script says so instead of training."""
-    launcher = (ACCELERATE, "launch", "--cpu", "--num_processes", 2, "--num_machines", 1, "--mixed_precision", "no",
-                "--dynamo_backend", "no")  # fmt: skip
-    code, output = run(["--output_dir", tmp_path, "--do_train", *TINY, "--max_steps", 2], multi30k_dir,
-                       launcher=launcher, check=False)  # fmt: skip
+    launcher = (
+        ACCELERATE,
+        "launch",
+        "--cpu",
+        "--num_processes",
+        2,
+        "--num_machines",
+        1,
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    )
+    code, output = run(
+        ["--output_dir", tmp_path, "--do_train", *TINY, "--max_steps", 2], multi30k_dir, launcher=launcher, check=False
+    )
     assert code != 0 and "world size mismatch" in output
     assert not (tmp_path / "model.safetensors").exists()
 
@@ -179,8 +269,25 @@ def test_ar_baseline_and_reranked_glat_prediction(glat_run, multi30k_dir, tmp_pa
     """An ar run trains a MarianMTModel; it then reranks a saved GLAT model's NPD candidates (predict only)."""
     glat_dir, _ = glat_run
     ar_dir = tmp_path / "ar"
-    run(["--output_dir", ar_dir, *FULL_RUN, "--model_type", "ar", "--tokenizer_name", glat_dir, *TINY, "--max_steps", 4,
-         "--generation_num_beams", 2, "--label_smoothing_factor", 0.1], multi30k_dir)  # fmt: skip
+    run(
+        [
+            "--output_dir",
+            ar_dir,
+            *FULL_RUN,
+            "--model_type",
+            "ar",
+            "--tokenizer_name",
+            glat_dir,
+            *TINY,
+            "--max_steps",
+            4,
+            "--generation_num_beams",
+            2,
+            "--label_smoothing_factor",
+            0.1,
+        ],
+        multi30k_dir,
+    )
     config = json.loads((ar_dir / "config.json").read_text())
     assert config["model_type"] == "marian" and config["architectures"] == ["MarianMTModel"]
     assert type(AutoModelForSeq2SeqLM.from_pretrained(ar_dir)).__name__ == "MarianMTModel"
@@ -188,9 +295,23 @@ def test_ar_baseline_and_reranked_glat_prediction(glat_run, multi30k_dir, tmp_pa
     assert "marian" in ModelCard.load(ar_dir / "README.md").data.tags
 
     reranked = tmp_path / "reranked"
-    run(["--output_dir", reranked, "--do_predict", "--predict_with_generate", "--model_name_or_path", glat_dir,
-         "--reranker_name_or_path", ar_dir, "--length_beam_size", 3, "--max_predict_samples", PREDICT_SAMPLES],
-        multi30k_dir)  # fmt: skip
+    run(
+        [
+            "--output_dir",
+            reranked,
+            "--do_predict",
+            "--predict_with_generate",
+            "--model_name_or_path",
+            glat_dir,
+            "--reranker_name_or_path",
+            ar_dir,
+            "--length_beam_size",
+            3,
+            "--max_predict_samples",
+            PREDICT_SAMPLES,
+        ],
+        multi30k_dir,
+    )
     lines = (reranked / "generated_predictions.txt").read_text(encoding="utf-8").splitlines()
     assert len(lines) == PREDICT_SAMPLES
     assert "predict_bleu" in json.loads((reranked / "predict_results.json").read_text())
@@ -211,8 +332,12 @@ def test_wrong_input_is_a_clear_error(args, data_dir, message, multi30k_dir, tmp
     if data_dir:
         data_dir = tmp_path / data_dir
         data_dir.mkdir()
-    code, output = run(["--output_dir", tmp_path / "out", "--do_train", "--max_steps", 1, *args], multi30k_dir,
-                       check=False, data_dir=data_dir)  # fmt: skip
+    code, output = run(
+        ["--output_dir", tmp_path / "out", "--do_train", "--max_steps", 1, *args],
+        multi30k_dir,
+        check=False,
+        data_dir=data_dir,
+    )
     assert code != 0 and message in output, output[-3000:]
 
 
@@ -220,8 +345,9 @@ def test_non_empty_output_dir_needs_overwrite(multi30k_dir, tmp_path):
     (tmp_path / "notes.txt").write_text("keep me")
     code, output = run(["--output_dir", tmp_path, "--do_train", "--max_steps", 1], multi30k_dir, check=False)
     assert code != 0 and "overwrite_output_dir" in output
-    code, output = run(["--output_dir", tmp_path / "new", "--do_train", "--resume_from_checkpoint", "true"],
-                       multi30k_dir, check=False)  # fmt: skip
+    code, output = run(
+        ["--output_dir", tmp_path / "new", "--do_train", "--resume_from_checkpoint", "true"], multi30k_dir, check=False
+    )
     assert code != 0 and "no checkpoint" in output
 
 

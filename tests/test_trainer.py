@@ -3,12 +3,12 @@
 import pytest
 import torch
 from datasets import Dataset
+from helpers import read_pairs, tiny_model, tokenizer_for
 from transformers import DataCollatorForSeq2Seq
 
 from glat_hf import GlatConfig, GlatForConditionalGeneration, GlatTrainer, GlatTrainingArguments
 from glat_hf.ctc import ctc_collapse
 from glat_hf.trainer import GlancingPolicy
-from helpers import read_pairs, tiny_model, tokenizer_for
 
 SOURCE = torch.tensor([[7, 8, 9, 10, 2], [11, 12, 2, 0, 0]])
 LABELS = torch.tensor([[20, 21, 22, 23, 2, -100], [24, 25, 26, 27, 28, 2]])
@@ -105,15 +105,33 @@ def test_glancing_training_learns_and_glances_less_as_the_first_pass_improves(mu
         remove_columns=["source", "target"],
     )
     config = GlatConfig(
-        vocab_size=len(tokenizer), d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, dropout=0.0, max_target_length=64,
+        vocab_size=len(tokenizer),
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        dropout=0.0,
+        max_target_length=64,
         max_position_embeddings=128,
-    )  # fmt: skip
+    )
     args = GlatTrainingArguments(
-        output_dir=str(tmp_path), max_steps=200, per_device_train_batch_size=64, learning_rate=3e-3,
-        lr_scheduler_type="constant", logging_steps=20, save_strategy="no", report_to=[], use_cpu=True,
-        disable_tqdm=True, glancing_schedule="constant", glancing_ratio_start=0.5, seed=0,
-    )  # fmt: skip
+        output_dir=str(tmp_path),
+        max_steps=200,
+        per_device_train_batch_size=64,
+        learning_rate=3e-3,
+        lr_scheduler_type="constant",
+        logging_steps=20,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        glancing_schedule="constant",
+        glancing_ratio_start=0.5,
+        seed=0,
+    )
     trainer = GlatTrainer(
         model=GlatForConditionalGeneration(config),
         args=args,
@@ -124,7 +142,12 @@ def test_glancing_training_learns_and_glances_less_as_the_first_pass_improves(mu
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "glanced_fraction" in entry]
     first, last = logs[0], logs[-1]
-    print({key: (first[key], last[key]) for key in ("loss", "glanced_fraction", "first_pass_accuracy", "length_accuracy")})
+    print(
+        {
+            key: (first[key], last[key])
+            for key in ("loss", "glanced_fraction", "first_pass_accuracy", "length_accuracy")
+        }
+    )
     assert all(entry["glancing_ratio"] == 0.5 for entry in logs)
     assert last["loss"] < first["loss"] / 2
     assert last["first_pass_accuracy"] > first["first_pass_accuracy"] + 0.3

@@ -17,11 +17,11 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import glat_hf  # noqa: F401  (registers the "glat" model type with the Auto classes)
 from glat_hf.checkpoints import list_checkpoints
+
 
 def checkpoint_bleu(folder: Path, step: int) -> float | None:
     """The eval_bleu logged at the checkpoint's own step, from its trainer_state.json (None if there is none)."""
@@ -57,7 +57,11 @@ def average_models(folders: list[Path]):
     Returns the newest checkpoint's model holding the averaged weights; integer buffers keep its values.
     """
     model = AutoModelForSeq2SeqLM.from_pretrained(folders[-1])
-    totals = {name: tensor.detach().double().clone() for name, tensor in model.state_dict().items() if tensor.is_floating_point()}
+    totals = {
+        name: tensor.detach().double().clone()
+        for name, tensor in model.state_dict().items()
+        if tensor.is_floating_point()
+    }
     for folder in folders[:-1]:
         state = AutoModelForSeq2SeqLM.from_pretrained(folder).state_dict()
         for name in totals:
@@ -73,7 +77,9 @@ def main(argv: list[str] | None = None) -> Path:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--last", type=int, metavar="N", help="Average the N newest checkpoints.")
     which.add_argument("--best", type=int, metavar="N", help="Average the N checkpoints with the highest eval_bleu.")
-    parser.add_argument("--output_dir", "--output", type=Path, help="Where the averaged model goes (RUN_DIR/averaged).")
+    parser.add_argument(
+        "--output_dir", "--output", type=Path, help="Where the averaged model goes (RUN_DIR/averaged)."
+    )
     args = parser.parse_args(argv)
     count = args.last if args.last is not None else args.best
     if count < 1:
@@ -85,13 +91,15 @@ def main(argv: list[str] | None = None) -> Path:
     chosen = choose_checkpoints(args.run_dir, args.last, args.best)
     if len(chosen) < count:
         print(f"Only {len(chosen)} checkpoint(s) available; averaging those.", file=sys.stderr)
-    for step, folder, bleu in chosen:
+    for _, folder, bleu in chosen:
         print(f"  {folder.name}" + (f"  eval_bleu {bleu:.2f}" if bleu is not None else ""))
     folders = [folder for _, folder, _ in chosen]
     model = average_models(folders)
     model.save_pretrained(output)  # weights (safetensors), config and generation config
     AutoTokenizer.from_pretrained(folders[-1]).save_pretrained(output)
-    record = {"averaged": [{"checkpoint": folder.name, "step": step, "eval_bleu": bleu} for step, folder, bleu in chosen]}
+    record = {
+        "averaged": [{"checkpoint": folder.name, "step": step, "eval_bleu": bleu} for step, folder, bleu in chosen]
+    }
     (output / "averaged_checkpoints.json").write_text(json.dumps(record, indent=2))
     print(f"Averaged {len(folders)} checkpoint(s) into {output}")
     return output

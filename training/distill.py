@@ -7,7 +7,7 @@ MarianMTModel that `train.py --model_type ar` writes.
 
     python training/distill.py --teacher outputs/multi30k_en_de_ar --output_dir outputs/distilled/multi30k_en_de
 
-reads Multi30k ($GLAT_DATA_DIR/multi30k, else the Hub; or --data_folder) and writes a folder in the same `{split}.{lang}` layout: the
+reads $GLAT_DATA_DIR/multi30k (or --data_folder) and writes a folder in the same `{split}.{lang}` layout: the
 distilled `train.{src,tgt}`, beside links to the other splits, so that `train.py --data_folder OUTPUT_DIR`
 trains on it and still evaluates on the original references. `--train_file X.jsonl` (run_translation's JSON
 lines) writes `OUTPUT_DIR/X.jsonl` instead.
@@ -85,10 +85,13 @@ def read_input(args: DistillArguments) -> tuple[list[str], Path | None]:
         dataset, folder = read_translation_jsonl(args.train_file, args.source_lang, args.target_lang), None
     else:
         if not (args.data_folder or data_dir()):
-            raise FileNotFoundError("No data: pass --data_folder or --train_file, or set GLAT_DATA_DIR to a folder "
-                                    "holding multi30k/.")  # fmt: skip
+            raise FileNotFoundError(
+                "No data: pass --data_folder or --train_file, or set GLAT_DATA_DIR to a folder holding multi30k/."
+            )
         folder = Path(args.data_folder) if args.data_folder else data_dir() / "multi30k"
-        dataset = load_parallel_folder(folder, args.source_lang, args.target_lang, [args.train_split])[args.train_split]
+        dataset = load_parallel_folder(folder, args.source_lang, args.target_lang, [args.train_split])[
+            args.train_split
+        ]
     sources = column(dataset, args.source_lang)
     return sources[: args.max_samples] if args.max_samples is not None else sources, folder
 
@@ -123,8 +126,10 @@ def check_state(output_dir: Path, state: dict) -> None:
         changed = {key: (previous.get(key), value) for key, value in state.items() if previous.get(key) != value}
         if changed:
             details = "; ".join(f"{key}: {old!r} then, {new!r} now" for key, (old, new) in changed.items())
-            raise ValueError(f"{output_dir} holds a distillation made with other settings ({details}). "
-                             "Rerun with the same arguments to resume, or choose another --output_dir.")  # fmt: skip
+            raise ValueError(
+                f"{output_dir} holds a distillation made with other settings ({details}). "
+                "Rerun with the same arguments to resume, or choose another --output_dir."
+            )
     else:
         output_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(state, indent=2) + "\n")
@@ -142,8 +147,14 @@ def distil_in_shards(model, tokenizer, sources: list[str], args: DistillArgument
         for start, path in zip(starts, paths):
             chunk = sources[start : start + args.shard_size]
             if not path.is_file():
-                translations_of_shard = translate(model, tokenizer, chunk, args.batch_size,
-                                                  max_source_length=args.max_source_length, num_beams=args.num_beams)
+                translations_of_shard = translate(
+                    model,
+                    tokenizer,
+                    chunk,
+                    args.batch_size,
+                    max_source_length=args.max_source_length,
+                    num_beams=args.num_beams,
+                )
                 write_lines(path, translations_of_shard)
                 progress.update(len(chunk))
             shard = read_lines(path)
@@ -153,15 +164,19 @@ def distil_in_shards(model, tokenizer, sources: list[str], args: DistillArgument
     return translations
 
 
-def write_output(args: DistillArguments, sources: list[str], translations: list[str], folder: Path | None,
-                 output_dir: Path) -> list[Path]:  # fmt: skip
+def write_output(
+    args: DistillArguments, sources: list[str], translations: list[str], folder: Path | None, output_dir: Path
+) -> list[Path]:
     """The distilled data in the input's format; a folder also gets links to its other splits."""
     if folder is None:
         records = [{"translation": {args.source_lang: s, args.target_lang: t}} for s, t in zip(sources, translations)]
         path = output_dir / Path(args.train_file).name
         write_lines(path, [json.dumps(record, ensure_ascii=False) for record in records])
         return [path]
-    written = [output_dir / f"{args.train_split}.{args.source_lang}", output_dir / f"{args.train_split}.{args.target_lang}"]
+    written = [
+        output_dir / f"{args.train_split}.{args.source_lang}",
+        output_dir / f"{args.train_split}.{args.target_lang}",
+    ]
     write_lines(written[0], sources)
     write_lines(written[1], translations)
     for entry in sorted(folder.iterdir()):
@@ -178,26 +193,55 @@ def main(argv: list[str] | None = None) -> dict:
     output_dir = Path(args.output_dir)
     sources, folder = read_input(args)
     if folder is not None and output_dir.resolve() == folder.resolve():
-        raise ValueError(f"--output_dir {output_dir} is the data folder: the distilled files would replace the originals.")
+        raise ValueError(
+            f"--output_dir {output_dir} is the data folder: the distilled files would replace the originals."
+        )
     model, tokenizer = load_teacher(args.teacher, args.device)
-    check_state(output_dir, {"teacher": str(Path(args.teacher).resolve()), "input": str((folder or Path(args.train_file)).resolve()),
-                             "split": args.train_split, "lines": len(sources), "num_beams": args.num_beams,
-                             "shard_size": args.shard_size, "max_source_length": args.max_source_length})  # fmt: skip
+    check_state(
+        output_dir,
+        {
+            "teacher": str(Path(args.teacher).resolve()),
+            "input": str((folder or Path(args.train_file)).resolve()),
+            "split": args.train_split,
+            "lines": len(sources),
+            "num_beams": args.num_beams,
+            "shard_size": args.shard_size,
+            "max_source_length": args.max_source_length,
+        },
+    )
     started = time.perf_counter()
     translations = distil_in_shards(model, tokenizer, sources, args, output_dir)
     written = write_output(args, sources, translations, folder, output_dir)
-    results = {"teacher": args.teacher, "num_beams": args.num_beams, "sentences": len(sources),
-               "distill_seconds": round(time.perf_counter() - started, 1),
-               "files": [str(path) for path in written], "arguments": asdict(args)}  # fmt: skip
+    results = {
+        "teacher": args.teacher,
+        "num_beams": args.num_beams,
+        "sentences": len(sources),
+        "distill_seconds": round(time.perf_counter() - started, 1),
+        "files": [str(path) for path in written],
+        "arguments": asdict(args),
+    }
     validation = read_validation(args, folder)
     if validation is not None:
         sources_val, references = validation
-        hypotheses = translate(model, tokenizer, sources_val, args.batch_size, max_source_length=args.max_source_length,
-                               progress=True, desc="teacher BLEU", num_beams=args.num_beams)
+        hypotheses = translate(
+            model,
+            tokenizer,
+            sources_val,
+            args.batch_size,
+            max_source_length=args.max_source_length,
+            progress=True,
+            desc="teacher BLEU",
+            num_beams=args.num_beams,
+        )
         bleu = corpus_bleu(hypotheses, references)
-        results.update(teacher_bleu=bleu["score"], teacher_bleu_signature=bleu["signature"],
-                       validation=args.validation_file or args.validation_split)  # fmt: skip
-        print(f"Teacher BLEU on {results['validation']} (beam {args.num_beams}): {bleu['score']:.2f}  ({bleu['signature']})")
+        results.update(
+            teacher_bleu=bleu["score"],
+            teacher_bleu_signature=bleu["signature"],
+            validation=args.validation_file or args.validation_split,
+        )
+        print(
+            f"Teacher BLEU on {results['validation']} (beam {args.num_beams}): {bleu['score']:.2f} ({bleu["signature"]})"
+        )
     (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
     print(f"Distilled {len(sources)} sentences into {', '.join(map(str, written))}")
     return results

@@ -44,8 +44,13 @@ def parse_arguments(argv):
     parser.add_argument("--results", type=Path, help="The JSON results file to add the rows to.")
     parser.add_argument("--train_command", default="", help="The command that trained the model (kept in the row).")
     parser.add_argument("--data_folder", help="A folder of {split}.{lang} files; default Multi30k ($GLAT_DATA_DIR).")
-    parser.add_argument("--test_split", "--test_splits", dest="test_splits", nargs="+",
-                        default=["test_2016_flickr", "test_2017_flickr"])  # fmt: skip
+    parser.add_argument(
+        "--test_split",
+        "--test_splits",
+        dest="test_splits",
+        nargs="+",
+        default=["test_2016_flickr", "test_2017_flickr"],
+    )
     parser.add_argument("--source_lang", default="en")
     parser.add_argument("--target_lang", default="de")
     parser.add_argument("--length_beam_size", type=int, help="GLAT: NPD length candidates (m).")
@@ -76,13 +81,17 @@ def hardware() -> str:
 
 def training_facts(model_dir: Path) -> dict:
     """Steps, seed and wall time of the run that made `model_dir` (a train.py output folder or a checkpoint)."""
+
     def read(name):
         path = model_dir / name
         return json.loads(path.read_text()) if path.is_file() else {}
 
     wall = read("train_results.json").get("train_runtime")
-    return {"steps": read("trainer_state.json").get("global_step"), "seed": read("training_args.json").get("seed"),
-            "train_wall_time_s": round(wall, 1) if wall else None}  # fmt: skip
+    return {
+        "steps": read("trainer_state.json").get("global_step"),
+        "seed": read("training_args.json").get("seed"),
+        "train_wall_time_s": round(wall, 1) if wall else None,
+    }
 
 
 def generation_settings(args, is_glat: bool) -> dict:
@@ -116,8 +125,13 @@ def predicted_lengths(model, tokenizer, sources, batch_size: int) -> torch.Tenso
     lengths = []
     with torch.inference_mode():
         for start in range(0, len(sources), batch_size):
-            batch = tokenizer(list(sources[start : start + batch_size]), return_tensors="pt", padding=True,
-                              truncation=True, max_length=model.config.max_source_positions).to(model.device)  # fmt: skip
+            batch = tokenizer(
+                list(sources[start : start + batch_size]),
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=model.config.max_source_positions,
+            ).to(model.device)
             states = model.model.encode(batch["input_ids"], batch["attention_mask"]).last_hidden_state
             lengths.append(model.length_scores(states, batch["attention_mask"])[:, 1:].argmax(-1).cpu() + 1)
     return torch.cat(lengths)
@@ -128,9 +142,13 @@ def length_prediction(predicted: torch.Tensor, reference: torch.Tensor) -> dict:
     2 tokens, and how many distinct lengths are predicted. A predictor that has learned only the corpus' most
     frequent lengths predicts one or two whatever the source."""
     errors = (predicted - reference).abs().float()
-    return {"exact": round(float((errors == 0).float().mean()), 4), "within_2": round(float((errors <= 2).float().mean()), 4),
-            "distinct_lengths": int(predicted.unique().numel()), "mean_predicted": round(float(predicted.float().mean()), 2),
-            "mean_reference": round(float(reference.float().mean()), 2)}  # fmt: skip
+    return {
+        "exact": round(float((errors == 0).float().mean()), 4),
+        "within_2": round(float((errors <= 2).float().mean()), 4),
+        "distinct_lengths": int(predicted.unique().numel()),
+        "mean_predicted": round(float(predicted.float().mean()), 2),
+        "mean_reference": round(float(reference.float().mean()), 2),
+    }
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -139,23 +157,47 @@ def markdown_table(rows: list[dict]) -> str:
     systems = {}
     for row in rows:
         systems.setdefault((row["system"], row["data"]), {})[row["test_set"]] = row
-    header = ["#", "system", "data", *(f"BLEU {name}" for name in test_sets), "oracle-length BLEU", "repetition",
-              "steps", "training time"]  # fmt: skip
+    header = [
+        "#",
+        "system",
+        "data",
+        *(f"BLEU {name}" for name in test_sets),
+        "oracle-length BLEU",
+        "repetition",
+        "steps",
+        "training time",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     commands = []
     for number, ((system, data), by_set) in enumerate(systems.items(), start=1):
         first = next(iter(by_set.values()))
         bleu = [f"{by_set[name]['bleu']:.2f}" if name in by_set else "" for name in test_sets]
-        oracle = " / ".join(f"{row['oracle_length_bleu']:.2f}" for row in by_set.values() if "oracle_length_bleu" in row)
+        oracle = " / ".join(
+            f"{row['oracle_length_bleu']:.2f}" for row in by_set.values() if "oracle_length_bleu" in row
+        )
         wall = first.get("train_wall_time_s")
-        cells = [str(number), system, data, *bleu, oracle, f"{first['repetition_ratio']:.3f}",
-                 str(first.get("steps") or ""), f"{wall / 60:.0f} min" if wall else ""]  # fmt: skip
+        cells = [
+            str(number),
+            system,
+            data,
+            *bleu,
+            oracle,
+            f"{first['repetition_ratio']:.3f}",
+            str(first.get("steps") or ""),
+            f"{wall / 60:.0f} min" if wall else "",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
         commands.append(f"[{number}] {first['command']}")
     machines = sorted({row["hardware"] for row in rows})
     signatures = sorted({row["signature"] for row in rows})
-    notes = [f"Hardware: {'; '.join(machines)}. sacreBLEU {'; '.join(signatures)}. Repetition: the share of words that "
-             f"repeat the word before them, on {test_sets[0]}.", "", "```bash", *commands, "```"]  # fmt: skip
+    notes = [
+        f"Hardware: {'; '.join(machines)}. sacreBLEU {'; '.join(signatures)}. Repetition: the share of words that "
+        f"repeat the word before them, on {test_sets[0]}.",
+        "",
+        "```bash",
+        *commands,
+        "```",
+    ]
     return "\n".join(lines + [""] + notes)
 
 
@@ -167,7 +209,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(markdown_table(rows))
         return rows
     if args.skip_existing and args.results.is_file():
-        rows = [row for row in json.loads(args.results.read_text()) if (row["system"], row["data"]) == (args.system, args.data)]
+        rows = [
+            row
+            for row in json.loads(args.results.read_text())
+            if (row["system"], row["data"]) == (args.system, args.data)
+        ]
         args.test_splits = [split for split in args.test_splits if split not in {row["test_set"] for row in rows}]
         if not args.test_splits:
             print(f"{args.system} [{args.data}]: already in {args.results}")
@@ -191,30 +237,55 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for split in args.test_splits:
         sources, references = column(splits[split], src), column(splits[split], tgt)
         started = time.perf_counter()
-        hypotheses = translate(model, tokenizer, sources, args.batch_size, max_source_length=args.max_source_length,
-                               progress=True, desc=f"{args.system} on {split}", **settings)  # fmt: skip
+        hypotheses = translate(
+            model,
+            tokenizer,
+            sources,
+            args.batch_size,
+            max_source_length=args.max_source_length,
+            progress=True,
+            desc=f"{args.system} on {split}",
+            **settings,
+        )
         seconds = time.perf_counter() - started
         bleu = corpus_bleu(hypotheses, references)
         out = model_dir / "predictions" / f"{args.system}.{args.data}.{split}.txt".replace(" ", "_").replace("/", "-")
         out.parent.mkdir(exist_ok=True)
         out.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
-        row = {"system": args.system, **base, "test_set": split, "bleu": round(bleu["score"], 2),
-               "signature": bleu["signature"], "repetition_ratio": round(repetition_ratio(hypotheses), 4),
-               "decode_seconds": round(seconds, 1), "sentences": len(sources),
-               "generation": {key: (args.reranker if key == "reranker" else value) for key, value in settings.items()},
-               "model": str(model_dir), "command": " && ".join(filter(None, [args.train_command, command]))}  # fmt: skip
+        row = {
+            "system": args.system,
+            **base,
+            "test_set": split,
+            "bleu": round(bleu["score"], 2),
+            "signature": bleu["signature"],
+            "repetition_ratio": round(repetition_ratio(hypotheses), 4),
+            "decode_seconds": round(seconds, 1),
+            "sentences": len(sources),
+            "generation": {key: (args.reranker if key == "reranker" else value) for key, value in settings.items()},
+            "model": str(model_dir),
+            "command": " && ".join(filter(None, [args.train_command, command])),
+        }
         if is_glat and not model.config.use_ctc:
             reference = torch.tensor([len(ids) for ids in tokenizer(text_target=list(references))["input_ids"]])
             reference = reference.clamp(max=model.config.max_target_length)
             predicted = predicted_lengths(model, tokenizer, sources, args.batch_size)
             row["length_prediction"] = length_prediction(predicted, reference)
-            oracle = translate(model, tokenizer, sources, args.batch_size, max_source_length=args.max_source_length,
-                               target_lengths=reference.tolist(), **{**settings, "length_beam_size": 1})  # fmt: skip
+            oracle = translate(
+                model,
+                tokenizer,
+                sources,
+                args.batch_size,
+                max_source_length=args.max_source_length,
+                target_lengths=reference.tolist(),
+                **{**settings, "length_beam_size": 1},
+            )
             row["oracle_length_bleu"] = round(corpus_bleu(oracle, references)["score"], 2)
         rows.append(row)
         extra = f", oracle length {row['oracle_length_bleu']:.2f}" if "oracle_length_bleu" in row else ""
-        print(f"{args.system} [{args.data}] {split}: BLEU {row['bleu']:.2f}{extra} ({bleu['signature']}), "
-              f"repetition {row['repetition_ratio']:.3f}, {seconds:.1f} s, lengths {row.get('length_prediction')}")  # fmt: skip
+        print(
+            f"{args.system} [{args.data}] {split}: BLEU {row['bleu']:.2f}{extra} ({bleu['signature']}), "
+            f"repetition {row['repetition_ratio']:.3f}, {seconds:.1f} s, lengths {row.get('length_prediction')}"
+        )
         merge_rows(args.results, rows[-1:])  # each test set as soon as it is done
     return rows
 

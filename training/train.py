@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from itertools import chain
 from pathlib import Path
 
@@ -26,14 +26,16 @@ import torch
 import transformers
 from accelerate import PartialState
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, HfArgumentParser, set_seed
+from transformers.hf_argparser import HfArg
 
 from glat_hf import GlatConfig, GlatForConditionalGeneration, GlatTrainer, GlatTrainingArguments, train_tokenizer
 from glat_hf.baseline import marian_baseline, marian_baseline_config
 from glat_hf.checkpoints import resolve_resume_checkpoint
 from glat_hf.configuration_glat import DECODER_INPUTS, PRESETS
-from glat_hf.data import column, load_multi30k, load_parallel_folder, read_translation_jsonl
+from glat_hf.data import column, load_translation_splits
 from glat_hf.launch import check_world_size
 from glat_hf.metrics import MetricsOnFirst, compute_translation_metrics, corpus_bleu, decode_ids
+from glat_hf.tokenization import tokenize_translations
 from glat_hf.trainer import ExactResumeSeq2SeqTrainer
 from glat_hf.translation import check_vocabulary
 from model_cards import write_model_card
@@ -42,47 +44,37 @@ logger = logging.getLogger("glat_hf.train")
 
 MODEL_TYPES = ("glat", "nat", "ar")
 SPLITS = ("train", "validation", "test")
-# Split names in a Multi30k-style folder, and in JSON lines / Hub datasets.
-FOLDER_SPLITS = {"train": "train", "validation": "val", "test": "test_2016_flickr"}
-DEFAULT_SPLITS = {"train": "train", "validation": "validation", "test": "test"}
 
 
 @dataclass
 class ModelArguments:
     """Which model to train and how it is built."""
 
-    model_type: str = field(
+    model_type: str = HfArg(
         default="glat",
-        metadata={"help": "glat | nat (GLAT's model with --glancing none) | ar (MarianMTModel baseline).",
-                  "choices": list(MODEL_TYPES)},
-    )  # fmt: skip
-    preset: str = field(
+        help="glat | nat (GLAT's model with --glancing none) | ar (MarianMTModel baseline).",
+        metadata={"choices": list(MODEL_TYPES)},
+    )
+    preset: str = HfArg(
         default="multi30k",
-        metadata={"help": f"Model sizes (GlatConfig.from_preset): one of {sorted(PRESETS)}.", "choices": sorted(PRESETS)},
+        help=f"Model sizes (GlatConfig.from_preset): one of {sorted(PRESETS)}.",
+        metadata={"choices": sorted(PRESETS)},
     )
-    config_overrides: str | None = field(
-        default=None,
-        metadata={"help": 'Config fields of a new model, e.g. "d_model=128,encoder_layers=2" '
-                          "(PretrainedConfig.update_from_string)."},
-    )  # fmt: skip
-    decoder_input: str | None = field(default=None, metadata={"help": f"GLAT decoder input: one of {DECODER_INPUTS}."})
-    use_ctc: bool = field(default=False, metadata={"help": "GLAT+CTC: CTC loss over upsampled decoder positions."})
-    upsample_ratio: int | None = field(default=None, metadata={"help": "CTC decoder positions per source token (2)."})
-    model_name_or_path: str | None = field(default=None, metadata={"help": "A saved model folder to start from."})
-    tokenizer_name: str | None = field(
-        default=None,
-        metadata={"help": "A saved tokenizer folder; otherwise one is trained on the training text.",
-                  "aliases": ["--tokenizer"]},
-    )  # fmt: skip
-    vocab_size: int = field(default=8000, metadata={"help": "Size of the joint BPE vocabulary when one is trained."})
-    length_beam_size: int | None = field(
-        default=None, metadata={"help": "GLAT: length candidates decoded at eval/predict (noisy parallel decoding)."}
+    config_overrides: str | None = HfArg(default=None, help='New model\'s config fields, "d_model=128,dropout=0.2".')
+    decoder_input: str | None = HfArg(default=None, help=f"GLAT decoder input: one of {DECODER_INPUTS}.")
+    use_ctc: bool = HfArg(default=False, help="GLAT+CTC: CTC loss over upsampled decoder positions.")
+    upsample_ratio: int | None = HfArg(default=None, help="CTC decoder positions per source token (2).")
+    model_name_or_path: str | None = HfArg(default=None, help="A saved model folder to start from.")
+    tokenizer_name: str | None = HfArg(
+        default=None, aliases="--tokenizer", help="A tokenizer folder; else one is trained."
     )
-    reranker_name_or_path: str | None = field(
+    vocab_size: int = HfArg(default=8000, help="Size of the joint BPE vocabulary when one is trained.")
+    length_beam_size: int | None = HfArg(default=None, help="GLAT: NPD length candidates at eval/predict (saved).")
+    reranker_name_or_path: str | None = HfArg(
         default=None,
-        metadata={"help": "GLAT: an autoregressive model folder (same tokenizer) that reranks the NPD candidates in "
-                          "the final evaluate/predict.", "aliases": ["--reranker"]},
-    )  # fmt: skip
+        aliases="--reranker",
+        help="GLAT: an AR model folder (same tokenizer) that reranks NPD candidates.",
+    )
 
     def __post_init__(self):
         if self.decoder_input is not None and self.decoder_input not in DECODER_INPUTS:
@@ -91,8 +83,10 @@ class ModelArguments:
             raise ValueError("--config_overrides applies to a new model; not with --model_name_or_path.")
         glat_only = self.use_ctc or self.decoder_input or self.upsample_ratio or self.length_beam_size
         if self.model_type == "ar" and (glat_only or self.reranker_name_or_path):
-            raise ValueError("--use_ctc, --decoder_input, --upsample_ratio, --length_beam_size and --reranker are GLAT "
-                             "flags; an ar model decodes with beam search (--generation_num_beams).")  # fmt: skip
+            raise ValueError(
+                "--use_ctc, --decoder_input, --upsample_ratio, --length_beam_size and --reranker are "
+                "GLAT flags; an ar model decodes with beam search (--generation_num_beams)."
+            )
         if self.upsample_ratio and not self.use_ctc:
             raise ValueError("--upsample_ratio needs --use_ctc.")
 
@@ -101,30 +95,24 @@ class ModelArguments:
 class DataTrainingArguments:
     """Where the parallel text comes from and how it is cut."""
 
-    source_lang: str = field(default="en", metadata={"help": "Source language code."})
-    target_lang: str = field(default="de", metadata={"help": "Target language code."})
-    dataset_name: str | None = field(default=None, metadata={"help": "A Hugging Face Hub dataset (needs internet)."})
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Its configuration, e.g. de-en."})
-    train_file: str | None = field(default=None, metadata={"help": 'JSON lines of {"translation": {src: .., tgt: ..}}.'})
-    validation_file: str | None = field(default=None, metadata={"help": "JSON lines, as --train_file."})
-    test_file: str | None = field(default=None, metadata={"help": "JSON lines, as --train_file."})
-    data_folder: str | None = field(
-        default=None,
-        metadata={"help": "A folder of {split}.{lang}[.gz] line-aligned files. Default: $GLAT_DATA_DIR/multi30k, "
-                          "else Multi30k from the Hub."},
-    )  # fmt: skip
-    train_split: str | None = field(default=None, metadata={"help": "Training split (default train)."})
-    validation_split: str | None = field(default=None, metadata={"help": "Evaluation split (val in a folder)."})
-    test_split: str | None = field(default=None, metadata={"help": "Prediction split (test_2016_flickr in a folder)."})
-    max_source_length: int = field(default=128, metadata={"help": "Truncate sources to this many tokens."})
-    max_target_length: int = field(
-        default=128, metadata={"help": "Truncate targets to this many tokens; also GLAT's number of length classes."}
-    )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use the first N training pairs."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use the first N evaluation pairs."})
-    max_predict_samples: int | None = field(default=None, metadata={"help": "Use the first N prediction pairs."})
-    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "Train into a non-empty output_dir."})
+    source_lang: str = HfArg(default="en", help="Source language code.")
+    target_lang: str = HfArg(default="de", help="Target language code.")
+    dataset_name: str | None = HfArg(default=None, help="A Hugging Face Hub dataset (needs internet).")
+    dataset_config_name: str | None = HfArg(default=None, help="Its configuration, e.g. de-en.")
+    train_file: str | None = HfArg(default=None, help='JSON lines of {"translation": {src: .., tgt: ..}}.')
+    validation_file: str | None = HfArg(default=None, help="JSON lines, as --train_file.")
+    test_file: str | None = HfArg(default=None, help="JSON lines, as --train_file.")
+    data_folder: str | None = HfArg(default=None, help="{split}.{lang}[.gz] files; default Multi30k (GLAT_DATA_DIR).")
+    train_split: str | None = HfArg(default=None, help="Training split (default train).")
+    validation_split: str | None = HfArg(default=None, help="Evaluation split (val in a folder).")
+    test_split: str | None = HfArg(default=None, help="Prediction split (test_2016_flickr in a folder).")
+    max_source_length: int = HfArg(default=128, help="Truncate sources to this many tokens.")
+    max_target_length: int = HfArg(default=128, help="Truncate targets; also GLAT's number of length classes.")
+    max_train_samples: int | None = HfArg(default=None, help="Use the first N training pairs.")
+    max_eval_samples: int | None = HfArg(default=None, help="Use the first N evaluation pairs.")
+    max_predict_samples: int | None = HfArg(default=None, help="Use the first N prediction pairs.")
+    preprocessing_num_workers: int | None = HfArg(default=None, help="Processes for tokenization.")
+    overwrite_output_dir: bool = HfArg(default=False, help="Train into a non-empty output_dir.")
 
     def __post_init__(self):
         if self.source_lang == self.target_lang:
@@ -156,54 +144,25 @@ def parse_arguments(argv: list[str]):
     return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
 
 
-def load_raw_datasets(data_args, splits: list[str]) -> tuple[datasets.DatasetDict, dict[str, str]]:
-    """Raw {"translation": {src, tgt}} datasets keyed train/validation/test, and each one's name in the source."""
-    src, tgt = data_args.source_lang, data_args.target_lang
-    files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
-    if data_args.dataset_name or not any(files.values()):
-        defaults = DEFAULT_SPLITS if data_args.dataset_name else FOLDER_SPLITS
-        names = {split: getattr(data_args, f"{split}_split") or defaults[split] for split in SPLITS}
-        wanted = [names[split] for split in splits]
-        if data_args.dataset_name:
-            loaded = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name)
-        elif data_args.data_folder:
-            loaded = load_parallel_folder(data_args.data_folder, src, tgt, splits=wanted)
-        else:
-            loaded = load_multi30k(wanted, src, tgt)
-        missing = [name for name in wanted if name not in loaded]
-        if missing:
-            raise ValueError(f"{data_args.dataset_name} has no split {missing[0]!r} (it has {list(loaded)}).")
-        raw = datasets.DatasetDict({split: loaded[names[split]] for split in splits})
-    else:
-        names = {split: files[split] or "" for split in SPLITS}
-        needs = {"train": "--do_train (or a tokenizer to train)", "validation": "--do_eval", "test": "--do_predict"}
-        for split in splits:
-            if not files[split]:
-                raise ValueError(f"No {split} data: {needs[split]} needs --{split}_file (JSON lines).")
-        raw = datasets.DatasetDict({split: read_translation_jsonl(files[split], src, tgt) for split in splits})
-    for split, dataset in raw.items():
-        example = dataset[0]["translation"] if len(dataset) else {src: "", tgt: ""}
-        if src not in example or tgt not in example:
-            raise ValueError(f"The {split} data has no {src!r} or {tgt!r} text (it has {sorted(example)}).")
-        limit = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
-                 "test": data_args.max_predict_samples}[split]  # fmt: skip
-        if limit is not None:
-            raw[split] = dataset.select(range(min(limit, len(dataset))))
-    return raw, names
+def saved_tokenizer(model_args, checkpoint: str | None) -> str | None:
+    """--tokenizer_name, else the saved model's or the checkpoint's folder if it holds a tokenizer."""
+    saved = (path for path in (model_args.model_name_or_path, checkpoint) if path)
+    return model_args.tokenizer_name or next(
+        (path for path in saved if (Path(path) / "tokenizer.json").is_file()), None
+    )
 
 
 def load_or_train_tokenizer(model_args, data_args, training_args, raw, checkpoint: str | None):
-    """--tokenizer_name, else the saved model's or checkpoint's tokenizer, else a joint BPE trained on the
-    training text (by the main process of each machine; the others load what it saved)."""
-    saved = [model_args.tokenizer_name, model_args.model_name_or_path, checkpoint]
-    folder = model_args.tokenizer_name or next(
-        (path for path in saved[1:] if path and (Path(path) / "tokenizer.json").is_file()), None
-    )
+    """A saved tokenizer, else a joint BPE trained on the training text (by the main process of each machine;
+    the others load what it saved)."""
+    folder = saved_tokenizer(model_args, checkpoint)
     if folder:
         logger.info(f"Loading the tokenizer from {folder}")
         return AutoTokenizer.from_pretrained(folder)
     if "train" not in raw:
-        raise ValueError("No tokenizer: pass --tokenizer_name (or --model_name_or_path), or training data to train one.")
+        raise ValueError(
+            "No tokenizer: pass --tokenizer_name (or --model_name_or_path), or training data to train one."
+        )
     with training_args.main_process_first(desc="train the tokenizer"):
         if training_args.local_process_index != 0:
             return AutoTokenizer.from_pretrained(training_args.output_dir)
@@ -220,8 +179,10 @@ def build_model(model_args, data_args, tokenizer):
     if model_args.model_name_or_path:
         model = AutoModelForSeq2SeqLM.from_pretrained(model_args.model_name_or_path)
         if isinstance(model, GlatForConditionalGeneration) != (model_args.model_type != "ar"):
-            raise ValueError(f"--model_type {model_args.model_type} but {model_args.model_name_or_path} holds a "
-                             f"{type(model).__name__}.")  # fmt: skip
+            raise ValueError(
+                f"--model_type {model_args.model_type} but {model_args.model_name_or_path} holds a "
+                f"{type(model).__name__}."
+            )
         check_vocabulary(model, tokenizer)
         return model
     source, target = data_args.max_source_length, data_args.max_target_length
@@ -234,15 +195,22 @@ def build_model(model_args, data_args, tokenizer):
             options.update(use_ctc=True, upsample_ratio=model_args.upsample_ratio or 2)
             positions = max(positions, options["upsample_ratio"] * source)
         config = GlatConfig.from_preset(
-            model_args.preset, **options, vocab_size=len(tokenizer), max_position_embeddings=positions,
-            max_target_length=target, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        )  # fmt: skip
+            model_args.preset,
+            **options,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=positions,
+            max_target_length=target,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
     if model_args.config_overrides:
         try:
             config.update_from_string(model_args.config_overrides)
         except ValueError as error:
-            raise ValueError(f"--config_overrides {model_args.config_overrides!r}: {error} (expected key=value pairs, "
-                             f"separated by commas, of {type(config).__name__} fields)") from None  # fmt: skip
+            raise ValueError(
+                f"--config_overrides {model_args.config_overrides!r}: {error} (expected key=value pairs, "
+                f"separated by commas, of {type(config).__name__} fields)"
+            ) from None
     if model_args.model_type == "ar":
         return marian_baseline(config, target)
     config.validate()
@@ -252,8 +220,8 @@ def build_model(model_args, data_args, tokenizer):
 def main(argv: list[str] | None = None) -> dict:
     # Arguments, logging, and a check that the launcher started the processes it was asked for.
     model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
-                        handlers=[logging.StreamHandler(sys.stdout)])  # fmt: skip
+    log_format = "%(asctime)s - %(levelname)s - %(name)s - %(message)s"
+    logging.basicConfig(format=log_format, datefmt="%H:%M:%S", handlers=[logging.StreamHandler(sys.stdout)])
     log_level = training_args.get_process_log_level()
     logger.setLevel(logging.INFO if training_args.process_index == 0 else log_level)
     datasets.utils.logging.set_verbosity(log_level)
@@ -265,44 +233,52 @@ def main(argv: list[str] | None = None) -> dict:
         logger.info("--model_type nat: training without glancing (--glancing none).")
         training_args.glancing = "none"
     if model_args.model_type != "ar" and training_args.label_smoothing_factor:
-        raise ValueError("For GLAT, label smoothing is a model setting: use --config_overrides label_smoothing=X "
-                         "(default 0.1) instead of --label_smoothing_factor.")  # fmt: skip
+        raise ValueError(
+            "For GLAT, label smoothing is a model setting: use --config_overrides label_smoothing=X "
+            "(default 0.1) instead of --label_smoothing_factor."
+        )
 
     # The output folder: resume from its newest complete checkpoint, refuse to mix runs.
-    checkpoint = resolve_resume_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint,
-                                           training_args.do_train, data_args.overwrite_output_dir)  # fmt: skip
+    output_dir, resume = training_args.output_dir, training_args.resume_from_checkpoint
+    checkpoint = resolve_resume_checkpoint(output_dir, resume, training_args.do_train, data_args.overwrite_output_dir)
     PartialState().wait_for_everyone()  # every process checked output_dir before anything is written to it
-    os.makedirs(training_args.output_dir, exist_ok=True)
+    os.makedirs(output_dir, exist_ok=True)
     set_seed(training_args.seed)
 
     # Data: only the splits this run needs (the training text also when a tokenizer must be trained).
-    has_tokenizer = model_args.tokenizer_name or any(
-        path and (Path(path) / "tokenizer.json").is_file() for path in (model_args.model_name_or_path, checkpoint)
-    )
     evaluates = training_args.do_eval or (training_args.do_train and training_args.eval_strategy != "no")
-    needed = {"train": training_args.do_train or not has_tokenizer, "validation": evaluates,
-              "test": training_args.do_predict}  # fmt: skip
-    raw, names = load_raw_datasets(data_args, [split for split in SPLITS if needed[split]])
+    needed = {
+        "train": training_args.do_train or not saved_tokenizer(model_args, checkpoint),
+        "validation": evaluates,
+        "test": training_args.do_predict,
+    }
+    raw, names = load_translation_splits(
+        [split for split in SPLITS if needed[split]],
+        data_args.source_lang,
+        data_args.target_lang,
+        files={"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file},
+        data_folder=data_args.data_folder,
+        dataset_name=data_args.dataset_name,
+        dataset_config_name=data_args.dataset_config_name,
+        split_names={split: getattr(data_args, f"{split}_split") for split in SPLITS},
+        max_samples={
+            "train": data_args.max_train_samples,
+            "validation": data_args.max_eval_samples,
+            "test": data_args.max_predict_samples,
+        },
+    )
 
     # Tokenizer, model, and the tokenized splits (labels end in </s>; the collator pads them with -100).
     tokenizer = load_or_train_tokenizer(model_args, data_args, training_args, raw, checkpoint)
     model = build_model(model_args, data_args, tokenizer)
     if model_args.length_beam_size:  # saved with the model, used by every evaluation
         model.generation_config.length_beam_size = model_args.length_beam_size
-    src, tgt = data_args.source_lang, data_args.target_lang
-
-    def preprocess(batch):
-        inputs = tokenizer([pair[src] for pair in batch["translation"]], max_length=data_args.max_source_length,
-                           truncation=True)  # fmt: skip
-        labels = tokenizer(text_target=[pair[tgt] for pair in batch["translation"]],
-                           max_length=data_args.max_target_length, truncation=True)  # fmt: skip
-        return dict(inputs, labels=labels["input_ids"])
-
-    tokenized = datasets.DatasetDict()
-    for split, dataset in raw.items():
-        with training_args.main_process_first(desc=f"tokenize {split}"):
-            tokenized[split] = dataset.map(preprocess, batched=True, num_proc=data_args.preprocessing_num_workers,
-                                           remove_columns=dataset.column_names, desc=f"Tokenizing {split}")  # fmt: skip
+    languages = (data_args.source_lang, data_args.target_lang)
+    limits = (data_args.max_source_length, data_args.max_target_length, data_args.preprocessing_num_workers)
+    with training_args.main_process_first(desc="tokenize"):
+        tokenized = datasets.DatasetDict(
+            {split: tokenize_translations(dataset, tokenizer, *languages, *limits) for split, dataset in raw.items()}
+        )
 
     # Trainer: GlatTrainer (glancing; nat is --glancing none) or a Seq2SeqTrainer for ar; both resume exactly.
     is_ar = model_args.model_type == "ar"
@@ -318,18 +294,21 @@ def main(argv: list[str] | None = None) -> dict:
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model if is_ar else None, label_pad_token_id=-100),
         compute_metrics=metrics,
     )
-    logger.info(f"{type(model).__name__}: {model.num_parameters() / 1e6:.1f}M parameters; "
-                f"splits {dict((split, len(d)) for split, d in raw.items())}")  # fmt: skip
+    sizes = {split: len(dataset) for split, dataset in raw.items()}
+    logger.info(f"{type(model).__name__}: {model.num_parameters() / 1e6:.1f}M parameters; splits {sizes}")
 
     results = {}
+
+    def record(prefix: str, metrics: dict) -> None:
+        trainer.log_metrics(prefix, metrics)
+        trainer.save_metrics(prefix, metrics)
+        results.update(metrics)
+
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()  # model (safetensors), config, generation config, tokenizer
-        train_metrics = dict(train_result.metrics, train_samples=len(tokenized["train"]))
-        trainer.log_metrics("train", train_metrics)
-        trainer.save_metrics("train", train_metrics)
         trainer.save_state()
-        results.update(train_metrics)
+        record("train", dict(train_result.metrics, train_samples=len(tokenized["train"])))
 
     # The final evaluation and prediction decode with NPD and the AR reranker if asked for.
     gen_kwargs = {"length_beam_size": model_args.length_beam_size} if model_args.length_beam_size else {}
@@ -338,10 +317,7 @@ def main(argv: list[str] | None = None) -> dict:
         gen_kwargs["reranker"] = reranker.to(training_args.device).eval()
     if training_args.do_eval:
         eval_metrics = trainer.evaluate(metric_key_prefix="eval", **gen_kwargs)
-        eval_metrics["eval_samples"] = len(tokenized["validation"])
-        trainer.log_metrics("eval", eval_metrics)
-        trainer.save_metrics("eval", eval_metrics)
-        results.update(eval_metrics)
+        record("eval", dict(eval_metrics, eval_samples=len(tokenized["validation"])))
 
     hypotheses = []
     if training_args.do_predict:
@@ -351,17 +327,15 @@ def main(argv: list[str] | None = None) -> dict:
         predict_metrics = dict(output.metrics, predict_samples=len(tokenized["test"]))
         if training_args.predict_with_generate:
             hypotheses = decode_ids(tokenizer, output.predictions[: len(tokenized["test"])])
-            bleu = corpus_bleu(hypotheses, column(raw["test"], tgt))
+            bleu = corpus_bleu(hypotheses, column(raw["test"], data_args.target_lang))
             predict_metrics.update(predict_bleu=bleu["score"], predict_bleu_signature=bleu["signature"])
             if trainer.is_world_process_zero():
                 text = "".join(line.replace("\n", " ") + "\n" for line in hypotheses)
                 (Path(training_args.output_dir) / "generated_predictions.txt").write_text(text, encoding="utf-8")
-        trainer.log_metrics("predict", predict_metrics)
-        trainer.save_metrics("predict", predict_metrics)
-        results.update(predict_metrics)
+        record("predict", predict_metrics)
 
     if trainer.is_world_process_zero():
-        output_dir = Path(training_args.output_dir)
+        output_dir = Path(output_dir)
         if not training_args.do_train:  # the model is unchanged; keep its tokenizer beside the results
             tokenizer.save_pretrained(output_dir)
         (output_dir / "training_log.json").write_text(json.dumps(trainer.state.log_history, indent=2))
@@ -391,28 +365,32 @@ def print_summary(results: dict, raw, names, hypotheses, data_args, output_dir) 
 def write_card(model_args, data_args, training_args, names) -> None:
     """README.md in output_dir. A failure costs the card, not the finished run: it is logged with the command
     that writes the card again."""
-    files = [data_args.train_file, data_args.validation_file, data_args.test_file]
-    if data_args.dataset_name:
-        dataset, splits = data_args.dataset_name, names
-    elif any(files):
-        dataset = Path(next(filter(None, files))).resolve().parent.name
-        splits = {split: Path(name).name.split(".")[0] for split, name in names.items() if name}
-    else:
-        dataset, splits = Path(data_args.data_folder).name if data_args.data_folder else "multi30k", names
-    decoding = {"length_beam_size": model_args.length_beam_size, "reranker": model_args.reranker_name_or_path,
-                "num_beams": training_args.generation_num_beams}  # fmt: skip
-    data_folder = data_args.data_folder or (Path(data_args.train_file).parent if data_args.train_file else None)
+    files = [path for path in (data_args.train_file, data_args.validation_file, data_args.test_file) if path]
+    folder = data_args.data_folder or (Path(files[0]).resolve().parent if files else None)
+    splits = {split: Path(name).name.split(".")[0] for split, name in names.items()}
+    decoding = {
+        "length_beam_size": model_args.length_beam_size,
+        "reranker": model_args.reranker_name_or_path,
+        "num_beams": training_args.generation_num_beams,
+    }
     try:
         path = write_model_card(
-            training_args.output_dir, source_lang=data_args.source_lang, target_lang=data_args.target_lang,
-            dataset=dataset, validation_split=splits.get("validation"), test_split=splits.get("test"),
-            model_type=model_args.model_type, training_args=training_args, decoding=decoding, data_folder=data_folder,
-            distilled=False if not (data_args.data_folder or data_args.dataset_name or any(files)) else None,
-        )  # fmt: skip
+            training_args.output_dir,
+            source_lang=data_args.source_lang,
+            target_lang=data_args.target_lang,
+            dataset=data_args.dataset_name or (Path(folder).name if folder else "multi30k"),
+            validation_split=splits.get("validation"),
+            test_split=splits.get("test"),
+            model_type=model_args.model_type,
+            training_args=training_args,
+            decoding=decoding,
+            data_folder=folder,
+            distilled=None if folder or data_args.dataset_name else False,
+        )
         logger.info(f"Model card written to {path}")
     except Exception as error:
-        logger.warning(f"No model card written ({error}); write it with "
-                       f"`python model_cards/model_card.py write {training_args.output_dir}`.", exc_info=True)  # fmt: skip
+        command = f"python model_cards/model_card.py write {training_args.output_dir}"
+        logger.warning(f"No model card written ({error}); write it with `{command}`.", exc_info=True)
 
 
 if __name__ == "__main__":
