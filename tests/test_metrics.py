@@ -7,6 +7,7 @@ from transformers import EvalPrediction
 
 from glat_hf.metrics import bleu_by_length, compute_translation_metrics, corpus_bleu, repetition_ratio
 from glat_hf.tokenization import train_tokenizer
+from helpers import read_pairs
 
 HYPOTHESES = ["the cat sat on the mat .", "a dog runs in the park", "two men are playing soccer outside"]
 REFERENCES = ["the cat sat on a mat .", "a dog is running in the park", "two men play soccer outside ."]
@@ -82,3 +83,17 @@ def test_compute_metrics_sees_repeated_tokens(tokenizer):
     labels = np.array([dog + [tokenizer.eos_token_id, -100, -100, -100, -100]])
     metrics = compute_translation_metrics(tokenizer)(EvalPrediction(predictions=prediction, label_ids=labels))
     assert metrics["repetition_ratio"] == pytest.approx(3 / 4)
+
+
+def test_bundled_evaluate_metric_loads_offline_and_equals_sacrebleu(multi30k_dir):
+    """evaluate.load("sacrebleu") needs the Hub; the module bundled in glat_hf gives the same score offline."""
+    import evaluate
+
+    from glat_hf.metrics import SACREBLEU_METRIC
+
+    _, references = read_pairs(multi30k_dir, split="val", count=50)
+    hypotheses = [" ".join(reversed(line.split())) if i % 3 else line for i, line in enumerate(references)]
+    metric = evaluate.load(SACREBLEU_METRIC)
+    direct = corpus_bleu(hypotheses, references)
+    assert 0 < direct["score"] < 100
+    assert metric.compute(predictions=hypotheses, references=references) == direct
