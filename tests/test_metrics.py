@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import sacrebleu
+from helpers import read_pairs
 from transformers import EvalPrediction
 
 from glat_hf.metrics import bleu_by_length, compute_translation_metrics, corpus_bleu, repetition_ratio
 from glat_hf.tokenization import train_tokenizer
-from helpers import read_pairs
 
 HYPOTHESES = ["the cat sat on the mat .", "a dog runs in the park", "two men are playing soccer outside"]
 REFERENCES = ["the cat sat on a mat .", "a dog is running in the park", "two men play soccer outside ."]
