@@ -239,9 +239,8 @@ def main(argv: list[str] | None = None) -> dict:
             teacher_bleu_signature=bleu["signature"],
             validation=args.validation_file or args.validation_split,
         )
-        print(
-            f"Teacher BLEU on {results['validation']} (beam {args.num_beams}): {bleu['score']:.2f} ({bleu["signature"]})"
-        )
+        score, signature = bleu["score"], bleu["signature"]
+        print(f"Teacher BLEU on {results['validation']} (beam {args.num_beams}): {score:.2f} ({signature})")
     (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
     print(f"Distilled {len(sources)} sentences into {', '.join(map(str, written))}")
     return results
