@@ -3,7 +3,7 @@
 # with the same settings on the distilled Multi30k data, then evaluated with predicted and with oracle lengths.
 #
 #   bash training/ablation_grid.sh [RUNS_DIR]          (default outputs/grid; run from the repo root)
-#   VARIANTS="noscale official" bash training/ablation_grid.sh     # only some variants
+#   VARIANTS="noscale official" MODELS=glat bash training/ablation_grid.sh     # only some variants or models
 #
 # DISTILLED (default $GLAT_DATA_DIR/multi30k_distilled, the teacher's beam-4 distillation with the teacher in
 # teacher/) holds the data; STEPS (default 1050) the budget of every run. A finished run is skipped and an
@@ -30,7 +30,7 @@ declare -A SYSTEM=([glat]=GLAT [nat]=NAT-base)
 mkdir -p "$R"
 
 for name in ${VARIANTS:-${ORDER[@]}}; do
-  for model in glat nat; do
+  for model in ${MODELS:-glat nat}; do
     out="$R/${model}_$name"
     train="python training/train.py training/recipes/multi30k_en_de_$model.json $DATA ${VARIANT[$name]} --output_dir $out"
     [ -f "$out/all_results.json" ] || $PY ${train#python } --disable_tqdm true > "$out.log" 2>&1
