@@ -1,10 +1,10 @@
 """Learning happens: a small GLAT model memorises real Multi30k pairs with the plain NAT loss."""
 
 import torch
-from helpers import read_pairs, tokenizer_for
+from helpers import read_pairs, small_config, tokenizer_for
 from transformers import DataCollatorForSeq2Seq
 
-from glat_hf import GlatConfig, GlatForConditionalGeneration
+from glat_hf import GlatForConditionalGeneration
 
 
 def exact_match_rate(model, batch) -> float:
@@ -22,19 +22,7 @@ def test_memorises_64_real_pairs_in_single_pass_generate(multi30k_dir):
     tokenizer = tokenizer_for(sources + targets, vocab_size=600)
     features = [tokenizer(s, text_target=t) for s, t in zip(sources, targets)]
     batch = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, return_tensors="pt")(features)
-    config = GlatConfig(
-        vocab_size=len(tokenizer),
-        d_model=64,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=128,
-        decoder_ffn_dim=128,
-        dropout=0.0,
-        max_target_length=64,
-        max_position_embeddings=128,
-    )
+    config = small_config(len(tokenizer))
     model = GlatForConditionalGeneration(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     before = exact_match_rate(model, batch)

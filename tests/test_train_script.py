@@ -28,33 +28,14 @@ ACCELERATE = Path(sys.executable).parent / "accelerate"
 TRAIN_SAMPLES, EVAL_SAMPLES, PREDICT_SAMPLES, BATCH = 200, 40, 30, 8
 TINY = [
     "--config_overrides",
-    "d_model=32,encoder_layers=1,decoder_layers=1,encoder_attention_heads=2,"
-    "decoder_attention_heads=2,encoder_ffn_dim=64,decoder_ffn_dim=64",
-    "--vocab_size",
-    "500",
-    "--max_train_samples",
-    str(TRAIN_SAMPLES),
-    "--max_eval_samples",
-    str(EVAL_SAMPLES),
-    "--max_predict_samples",
-    str(PREDICT_SAMPLES),
-    "--max_source_length",
-    "48",
-    "--max_target_length",
-    "48",
-    "--per_device_train_batch_size",
-    str(BATCH),
-    "--per_device_eval_batch_size",
-    "16",
-    "--learning_rate",
-    "1e-3",
-    "--logging_steps",
-    "1",
-    "--seed",
-    "0",
-    "--disable_tqdm",
-    "true",
+    "d_model=32,encoder_layers=1,decoder_layers=1,encoder_attention_heads=2,decoder_attention_heads=2,"
+    "encoder_ffn_dim=64,decoder_ffn_dim=64",
+    *f"--vocab_size 500 --max_train_samples {TRAIN_SAMPLES} --max_eval_samples {EVAL_SAMPLES} --max_predict_samples "
+    f"{PREDICT_SAMPLES} --max_source_length 48 --max_target_length 48 --per_device_train_batch_size {BATCH} "
+    "--per_device_eval_batch_size 16 --learning_rate 1e-3 --logging_steps 1 --seed 0 --disable_tqdm true".split(),
 ]
+# 20 steps, a checkpoint and an evaluation every 10, NPD over 2 lengths.
+CHECKPOINTED = "--max_steps 20 --save_steps 10 --eval_strategy steps --eval_steps 10 --length_beam_size 2".split()
 FULL_RUN = ["--do_train", "--do_eval", "--do_predict", "--predict_with_generate"]
 
 
@@ -92,16 +73,7 @@ def glat_run(tmp_path_factory, multi30k_dir):
             output_dir,
             *FULL_RUN,
             *TINY,
-            "--max_steps",
-            20,
-            "--save_steps",
-            10,
-            "--eval_strategy",
-            "steps",
-            "--eval_steps",
-            10,
-            "--length_beam_size",
-            2,
+            *CHECKPOINTED,
         ],
         multi30k_dir,
     )
@@ -146,16 +118,7 @@ def test_resume_continues_from_checkpoint(glat_run, multi30k_dir, tmp_path):
             resumed,
             *FULL_RUN,
             *TINY,
-            "--max_steps",
-            20,
-            "--save_steps",
-            10,
-            "--eval_strategy",
-            "steps",
-            "--eval_steps",
-            10,
-            "--length_beam_size",
-            2,
+            *CHECKPOINTED,
             "--resume_from_checkpoint",
             uninterrupted / "checkpoint-10",
         ],

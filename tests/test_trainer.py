@@ -3,10 +3,10 @@
 import pytest
 import torch
 from datasets import Dataset
-from helpers import read_pairs, tiny_model, tokenizer_for
+from helpers import read_pairs, small_config, tiny_model, tokenizer_for
 from transformers import DataCollatorForSeq2Seq
 
-from glat_hf import GlatConfig, GlatForConditionalGeneration, GlatTrainer, GlatTrainingArguments
+from glat_hf import GlatForConditionalGeneration, GlatTrainer, GlatTrainingArguments
 from glat_hf.ctc import ctc_collapse
 from glat_hf.trainer import GlancingPolicy
 
@@ -104,19 +104,7 @@ def test_glancing_training_learns_and_glances_less_as_the_first_pass_improves(mu
         batched=True,
         remove_columns=["source", "target"],
     )
-    config = GlatConfig(
-        vocab_size=len(tokenizer),
-        d_model=64,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=128,
-        decoder_ffn_dim=128,
-        dropout=0.0,
-        max_target_length=64,
-        max_position_embeddings=128,
-    )
+    config = small_config(len(tokenizer))
     args = GlatTrainingArguments(
         output_dir=str(tmp_path),
         max_steps=200,
