@@ -1,7 +1,10 @@
 """Small models and data shared by the tests."""
 
 import gzip
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 from transformers import MarianConfig, MarianMTModel
 
@@ -56,6 +59,19 @@ def small_config(vocab_size: int) -> GlatConfig:
         max_target_length=64,
         max_position_embeddings=128,
     )
+
+
+def load_script(relative_path: str) -> ModuleType:
+    """Import a script of the repository ("training/benchmark.py") as a module, afresh on each call.
+
+    It is registered in sys.modules as "training_benchmark": dataclasses look their module up there.
+    """
+    path = REPO / relative_path
+    spec = importlib.util.spec_from_file_location("_".join(Path(relative_path).with_suffix("").parts), path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def read_pairs(multi30k_dir: Path, split="train", count=64, source="en", target="de"):
