@@ -5,6 +5,7 @@ trained models, tables and figures), never how fast anything is: timings on a sh
 """
 
 import contextlib
+import importlib.util
 import io
 import json
 import math
@@ -30,7 +31,8 @@ SYSTEMS = [
     "GLAT Mask-Predict 10 it.",
 ]
 TRAIN_SYSTEMS = {"GLAT training step (2 passes)", "NAT training step", "AR training step"}
-DECODE_FIELDS = {"kind", "system", "variant", "device", "batch_size", "latency_ms", "sentences_per_s", "peak_mem_mb"}
+DECODE_FIELDS = {"kind", "system", "engine", "variant", "device", "batch_size", "latency_ms", "sentences_per_s"}
+DECODE_FIELDS |= {"peak_mem_mb"}
 DECODE_FIELDS |= {"speedup_vs_ar_greedy", "speedup_vs_ar_beam", "bleu", "repetition_ratio", "output_tokens"}
 TINY = "d_model=32,encoder_layers=1,decoder_layers=1,encoder_attention_heads=2,decoder_attention_heads=2"
 TINY += ",encoder_ffn_dim=64,decoder_ffn_dim=64"
@@ -38,6 +40,11 @@ SENTENCES, LATENCY_SENTENCES, BATCH = 12, 3, 8
 SMALL = f"--num_sentences {SENTENCES} --latency_sentences {LATENCY_SENTENCES} --batch_size {BATCH} --repeats 2"
 SMALL = (SMALL + " --warmup 1 --threads 1 --train_batch_size 6 --train_steps 1").split()
 FIGURES = ("speedup.png", "bleu_vs_speedup.png", "bleu_by_length.png")
+# CI installs the extra bench; without it the runs leave --ctranslate2 out and its checks are skipped
+CT2 = importlib.util.find_spec("ctranslate2") is not None
+CT2_FLAG = ["--ctranslate2"] if CT2 else []
+needs_ct2 = pytest.mark.skipif(not CT2, reason="CTranslate2 is not installed (pip install glat-hf[bench])")
+CT2_SYSTEMS = {(name, variant, size) for name in SYSTEMS[:2] for variant in ("fp32", "int8") for size in (1, BATCH)}
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +70,7 @@ def quick(benchmark, tmp_path_factory):
     """--quick with random models: (rows file, rows returned, printed)."""
     output = tmp_path_factory.mktemp("quick") / "rows.json"
     flags = ["--config_overrides", TINY, "--vocab_size", 300, "--tokenizer_pairs", 300]
-    returned, printed = run_main(benchmark, ["--quick", *flags, *SMALL, "--output", output])
+    returned, printed = run_main(benchmark, ["--quick", *flags, *CT2_FLAG, *SMALL, "--output", output])
     return output, returned, printed
 
 
@@ -83,13 +90,15 @@ def trained(benchmark, tmp_path_factory, multi30k_dir):
         tokenizer.save_pretrained(folder / kind)
         flags += [f"--{kind}_model", folder / kind]
     output, predictions = folder / "rows.json", folder / "predictions"
-    flags += ["--int8", "--bf16", "--no_training_cost", "--output", output, "--predictions", predictions]
+    flags += ["--int8", "--bf16", "--no_training_cost", "--output", output, "--predictions", predictions, *CT2_FLAG]
     run_main(benchmark, [*flags, *SMALL])
     return folder, output
 
 
-def decode_rows(rows, variant="fp32"):
-    chosen = [row for row in rows if row["kind"] == "decode" and row["variant"] == variant]
+def decode_rows(rows, variant="fp32", engines=("transformers", "torch")):
+    chosen = [
+        row for row in rows if row["kind"] == "decode" and row["variant"] == variant and row["engine"] in engines
+    ]
     return {(row["system"], row["batch_size"]): row for row in chosen}
 
 
@@ -98,7 +107,7 @@ def check_rows(rows, systems, variant="fp32"):
     assert set(table) == {(name, size) for name in systems for size in (1, BATCH)}
     for (name, size), row in table.items():
         assert DECODE_FIELDS <= set(row), f"{name}: missing {DECODE_FIELDS - set(row)}"
-        assert row["device"] == "cpu"
+        assert row["device"] == "cpu" and row["engine"] == ("transformers" if name.startswith("AR") else "torch")
         assert row["latency_ms"] > 0 and row["peak_mem_mb"] >= 0 and len(row["latency_runs_ms"]) == 2
         assert row["latency_ms"] == pytest.approx(statistics.median(row["latency_runs_ms"]), rel=1e-9)
         # speed-up = AR latency / this latency, at the same batch size; the throughput follows from the latency.
@@ -135,12 +144,36 @@ def test_quick_random_models_report_every_system_speed_only(quick):
     assert all(name in printed for name in [*SYSTEMS, *TRAIN_SYSTEMS])  # a line a row as it goes
 
 
+@needs_ct2
+def test_quick_ctranslate2_adds_its_ar_rows_and_the_speedup_over_its_int8_greedy(quick):
+    rows = [row for row in json.loads(quick[0].read_text()) if row["kind"] == "decode"]
+    ct2 = {(row["system"], row["variant"], row["batch_size"]): row for row in rows if row["engine"] == "ctranslate2"}
+    assert set(ct2) == CT2_SYSTEMS
+    transformers = decode_rows(rows)
+    for (_, _, size), row in ct2.items():
+        assert DECODE_FIELDS <= set(row) and row["latency_ms"] > 0 and row["output_tokens"] > 0
+        assert row["bleu"] is None and row["trained"] is False  # random models: speed only
+        # no --int8: CTranslate2's int8 is held to transformers' fp32
+        baseline = transformers[("AR greedy", size)]["latency_ms"]
+        assert row["speedup_vs_ar_greedy"] == pytest.approx(baseline / row["latency_ms"], rel=1e-9)
+    for row in rows:  # every row, at its batch size
+        int8_greedy = ct2[("AR greedy", "int8", row["batch_size"])]["latency_ms"]
+        assert row["speedup_vs_ct2_int8_greedy"] == pytest.approx(int8_greedy / row["latency_ms"], rel=1e-9)
+    assert "[ctranslate2 int8] AR beam 4, batch size 8" in quick[2]
+
+
 def test_report_prints_the_tables_and_the_speedup_figure_of_random_rows(report, quick, tmp_path):
     written, printed = run_main(report, [quick[0], "--figures", tmp_path])
-    assert written == [tmp_path / "speedup.png"]  # no BLEU without trained models
-    check_png(tmp_path / "speedup.png")
+    figures = ["speedup.png", "speedup_vs_ct2.png"] if CT2 else ["speedup.png"]
+    assert written == [tmp_path / name for name in figures]  # no BLEU without trained models
+    for path in written:
+        check_png(path)
     table = printed.split("Training cost")[0]
-    assert all(f"\n{name:<28} fp32" in table for name in SYSTEMS)
+    engines = [("transformers" if name.startswith("AR") else "torch") for name in SYSTEMS]
+    assert all(f"\n{name:<28} {engine:<12} fp32" in table for name, engine in zip(SYSTEMS, engines))
+    if CT2:
+        assert "xct2i8" in table.splitlines()[2]
+        assert all(f"\n{name:<28} ctranslate2  {variant:<7} |" in table for name, variant, _ in CT2_SYSTEMS)
     assert all(name in printed.split("Training cost")[1] for name in TRAIN_SYSTEMS)
 
 
@@ -176,21 +209,40 @@ def test_trained_models_add_bleu_repetition_and_the_nat_row(benchmark, trained, 
             assert len(set(expected)) > SENTENCES // 2, "the order check needs translations that differ"
         assert written == expected, name
         assert decode_rows(rows)[(name, BATCH)]["bleu"] == pytest.approx(corpus_bleu(written, references)["score"])
-    assert len(list((folder / "predictions").glob("*.txt"))) == 3 * len(SYSTEMS + ["NAT"])  # fp32, int8, bf16
+    ct2_files = 4 if CT2 else 0  # AR greedy and beam 4 of CTranslate2, fp32 and int8
+    assert len(list((folder / "predictions").glob("*.txt"))) == 3 * len(SYSTEMS + ["NAT"]) + ct2_files
+    if CT2:  # the trained AR model's, through CTranslate2; with --int8, int8 is held to transformers' int8
+        ct2 = decode_rows(rows, "int8", engines=("ctranslate2",))
+        assert set(ct2) == {(name, size) for name in SYSTEMS[:2] for size in (1, BATCH)}
+        assert all(0.0 <= row["bleu"] <= 100.0 for row in ct2.values())
+        baseline = decode_rows(rows, "int8")[("AR greedy", BATCH)]["latency_ms"]
+        assert ct2[("AR greedy", BATCH)]["speedup_vs_ar_greedy"] == pytest.approx(
+            baseline / ct2[("AR greedy", BATCH)]["latency_ms"]
+        )
+        assert (folder / "predictions" / "ar_greedy.int8.ctranslate2.txt").is_file()
 
 
 def test_report_draws_the_three_figures_of_trained_rows(report, trained, tmp_path):
     written, printed = run_main(report, [trained[1], "--figures", tmp_path])
-    assert written == [tmp_path / name for name in FIGURES]
+    figures = [FIGURES[0], "speedup_vs_ct2.png", *FIGURES[1:]] if CT2 else FIGURES
+    assert written == [tmp_path / name for name in figures]
     for path in written:
         check_png(path)
-    assert all(f"\n{name:<28} {variant:<7} |" in printed for name in SYSTEMS for variant in ("fp32", "int8", "bf16"))
+    engines = {name: "transformers" if name.startswith("AR") else "torch" for name in SYSTEMS}
+    assert all(
+        f"\n{name:<28} {engines[name]:<12} {variant:<7} |" in printed
+        for name in SYSTEMS
+        for variant in ("fp32", "int8", "bf16")
+    )
     assert "Training cost" not in printed
 
 
 def test_report_reads_the_committed_cpu_results(report):
     _, printed = run_main(report, [REPO / "results" / "benchmark_cpu.json"])
-    assert "GLAT training step (2 passes)" in printed and "\nGLAT                         compile |" in printed
+    assert (
+        "GLAT training step (2 passes)" in printed
+        and "\nGLAT                         torch        compile |" in printed
+    )
 
 
 def test_cpu_memory_sees_a_large_temporary_tensor(benchmark):

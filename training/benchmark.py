@@ -7,7 +7,7 @@
 
 Systems: AR greedy and beam 4, GLAT, GLAT + NPD (m = 3, 7; ranked by GLAT or by AR), GLAT+CTC, Mask-Predict (4, 10
 iterations), NAT (--nat_model), at batch size 1 and --batch_size, taking turns. No folders: random models of --preset,
-speed only. --int8 / --bf16 / --compile add variants. training/BENCHMARK_METHOD.md says how each number is measured.
+speed only. --int8 / --bf16 / --compile add variants, --ctranslate2 CTranslate2's AR rows. See BENCHMARK_METHOD.md.
 """
 
 import argparse
@@ -90,6 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     timing.add_argument("--int8", action="store_true", help="CPU: add an int8 variant (dynamic quantisation).")
     timing.add_argument("--bf16", action="store_true", help="Add a bfloat16 variant (AVX512-BF16 or AMX CPUs, GPUs).")
     timing.add_argument("--compile", action="store_true", help="Add a variant with GLAT's stacks under torch.compile.")
+    timing.add_argument("--ctranslate2", action="store_true", help="Add CTranslate2's AR rows (extra bench).")
     timing.add_argument("--no_training_cost", action="store_true", help="Skip the training-step measurement.")
     timing.add_argument("--train_steps", type=int, default=5, help="Timed training steps of each model (quick 2).")
     timing.add_argument("--train_batch_size", type=int, default=64, help="Pairs of the training batch (quick 16).")
@@ -156,12 +157,9 @@ def tensors(tokenizer, texts: list[str], max_length: int, device, target=False) 
 
 def make_batches(tokenizer, texts, order, batch_size, target_lengths, max_source, device) -> list[Batch]:
     """The sentences `order` names, cut into batches of `batch_size` in that order: what the timed passes decode."""
-    batches = []
-    for start in range(0, len(order), batch_size):
-        indices = order[start : start + batch_size]
-        inputs = tensors(tokenizer, [texts[i] for i in indices], max_source, device)
-        batches.append(Batch(inputs, indices, max(target_lengths[i] for i in indices)))
-    return batches
+    chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    inputs = [tensors(tokenizer, [texts[i] for i in chunk], max_source, device) for chunk in chunks]
+    return [Batch(x, chunk, max(target_lengths[i] for i in chunk)) for x, chunk in zip(inputs, chunks)]
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -204,7 +202,7 @@ def build_models(args, tokenizer, folders: dict) -> dict[str, nn.Module]:
     return {kind: model.to(args.device).eval() for kind, model in models.items()}
 
 
-def variants(args, base: dict[str, nn.Module]) -> list[tuple[str, dict[str, nn.Module]]]:
+def variants(args, base: dict[str, nn.Module], tokenizer) -> list[tuple[str, dict[str, nn.Module]]]:
     """fp32, and the variants the flags ask for, each of its own copies of the models (BENCHMARK_METHOD.md)."""
 
     def converted(convert, kinds=("glat", "ctc", "ar", "nat")):
@@ -228,6 +226,10 @@ def variants(args, base: dict[str, nn.Module]) -> list[tuple[str, dict[str, nn.M
 
         inductor_config.freezing = args.device.type == "cpu"  # prepacks the weights for oneDNN
         result.append(("compile", converted(compiled, kinds=("glat", "ctc", "nat"))))
+    if args.ctranslate2:  # the AR model only, converted, with torch's thread count (BENCHMARK_METHOD.md)
+        from glat_hf.ctranslate2_baseline import converted_translators
+
+        result += [(variant, {"ar": ct2}) for variant, ct2 in converted_translators(base["ar"], tokenizer).items()]
     return result
 
 
@@ -241,6 +243,7 @@ class Run:
     kwargs: dict
     trained: bool
     random_ar: bool  # generates exactly the batch's longest reference length (BENCHMARK_METHOD.md)
+    engine: str  # what runs it: torch (GLAT's own code), transformers (generate), ctranslate2
 
     def decode(self, batch: Batch) -> torch.Tensor:
         length = batch.target_length
@@ -253,9 +256,10 @@ def runs(variant: str, models: dict[str, nn.Module], trained: set[str]) -> list[
     result = []
     for name, kind, kwargs in SYSTEMS:
         if kind in models:
-            uses_trained = {kind, kwargs.get("reranker", kind)} <= trained
+            model, uses_trained = models[kind], {kind, kwargs.get("reranker", kind)} <= trained
             kwargs = {key: models[value] if key == "reranker" else value for key, value in kwargs.items()}
-            result.append(Run(name, variant, models[kind], kwargs, uses_trained, kind == "ar" and not uses_trained))
+            engine = getattr(model, "engine", "transformers" if kind == "ar" else "torch")  # CTranslate2Translator's
+            result.append(Run(name, variant, model, kwargs, uses_trained, kind == "ar" and not uses_trained, engine))
     return result
 
 
@@ -328,7 +332,9 @@ def quality(args, run: Run, tokenizer, sources, references, tokens, max_source) 
     limit = dict(max_source_length=max_source)  # the sources cut as in the timed batches
     hypotheses = translate(run.model, tokenizer, sources, batch_size=args.batch_size, **limit, **run.kwargs)
     if args.predictions:
-        path = Path(args.predictions) / f"{slug(run.system)}.{run.variant}.txt"
+        engine = "" if run.engine in ("torch", "transformers") else f".{run.engine}"
+        path = Path(args.predictions) / f"{slug(run.system)}.{run.variant}{engine}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(text + "\n" for text in hypotheses), encoding="utf-8")
     by_length = bleu_by_length(sources, hypotheses, references, [int(x) for x in args.length_buckets.split(",")])
     bleu = corpus_bleu(hypotheses, references)["score"]
@@ -338,14 +344,12 @@ def quality(args, run: Run, tokenizer, sources, references, tokens, max_source) 
 def benchmark_decoding(args, all_runs, tokenizer, sources, references, single, batched, max_source) -> list[dict]:
     device, special_ids = args.device, set(tokenizer.all_special_ids)
     warm, cpu_memory = single[: args.warmup] + batched[:1], CpuMemory()
-    threads = torch.get_num_threads() if device.type == "cpu" else None
-    if args.predictions:
-        Path(args.predictions).mkdir(parents=True, exist_ok=True)
+    where = dict(device=str(device), threads=torch.get_num_threads() if device.type == "cpu" else None)
 
     # Untimed: warm-up, peak memory, output lengths, quality.
     rows = {}
     for run in all_runs:
-        print(f"  [{run.variant}] {run.system}: warm-up, memory, quality", flush=True)
+        print(f"  [{run.engine} {run.variant}] {run.system}: warm-up, memory, quality", flush=True)
         timed_pass(run.decode, warm, device)
         mem_single, _ = peak_memory(run, single[:10], device, cpu_memory)
         mem_batched, outputs = peak_memory(run, batched, device, cpu_memory)
@@ -354,13 +358,13 @@ def benchmark_decoding(args, all_runs, tokenizer, sources, references, single, b
             for index, row in zip(batch.indices, ids.tolist()):
                 tokens[index] = [t for t in row if t not in special_ids]
         scores = dict(trained=run.trained, **quality(args, run, tokenizer, sources, references, tokens, max_source))
-        base = dict(kind="decode", system=run.system, variant=run.variant, device=str(device), threads=threads)
+        base = dict(kind="decode", system=run.system, engine=run.engine, variant=run.variant, **where)
         one = dict(batch_size=1, num_sentences=len(single), peak_mem_mb=mem_single)
         many = dict(batch_size=args.batch_size, num_sentences=len(sources), num_batches=len(batched))
         for sizes in (one, dict(many, peak_mem_mb=mem_batched)):
             row_tokens = tokens[: sizes["num_sentences"]]  # what the AR model pays a decoder step for, GLAT not
             output_tokens = sum(map(len, row_tokens)) / len(row_tokens)
-            key = (run.variant, run.system, sizes["batch_size"])
+            key = (run.engine, run.variant, run.system, sizes["batch_size"])
             rows[key] = dict(base, **sizes, output_tokens=output_tokens, **scores)
 
     # Timed: the systems take turns batch by batch (sentence by sentence at batch size 1), so that the slow spells
@@ -376,14 +380,17 @@ def benchmark_decoding(args, all_runs, tokenizer, sources, references, single, b
                 for index, run in enumerate(all_runs):
                     totals[index] += timed_pass(run.decode, [batch], device)
             for run, total in zip(all_runs, totals):
-                times[(run.variant, run.system, batch_size)].append(total)
+                times[(run.engine, run.variant, run.system, batch_size)].append(total)
     for key, row in rows.items():
         seconds, batches = statistics.median(times[key]), len(single) if row["batch_size"] == 1 else len(batched)
         row.update(latency_ms=1000 * seconds / batches, sentences_per_s=row["num_sentences"] / seconds)
         row["latency_runs_ms"] = [1000 * t / batches for t in times[key]]
-    for (variant, _, batch_size), row in rows.items():
+    for (_, variant, _, size), row in rows.items():  # without --int8, CTranslate2's int8 is held to transformers' fp32
+        ar = variant if ("transformers", variant, AR_GREEDY, size) in rows else "fp32"
         for field_name, baseline in (("speedup_vs_ar_greedy", AR_GREEDY), ("speedup_vs_ar_beam", AR_BEAM)):
-            row[field_name] = rows[(variant, baseline, batch_size)]["latency_ms"] / row["latency_ms"]
+            row[field_name] = rows[("transformers", ar, baseline, size)]["latency_ms"] / row["latency_ms"]
+        if ct2 := rows.get(("ctranslate2", "int8", AR_GREEDY, size)):
+            row["speedup_vs_ct2_int8_greedy"] = ct2["latency_ms"] / row["latency_ms"]
     return list(rows.values())
 
 
@@ -413,11 +420,10 @@ def benchmark_training(args, models, tokenizer, train_pairs, max_source) -> list
         optimizers[name].step()
 
     times = {name: [] for name in steps}
-    for index in range(args.warmup + args.train_steps):  # the three take turns
+    for _ in range(args.warmup + args.train_steps):  # the three take turns
         for name in steps:
-            seconds = timed(partial(step, name), device)
-            if index >= args.warmup:
-                times[name].append(seconds)
+            times[name].append(timed(partial(step, name), device))
+    times = {name: values[args.warmup :] for name, values in times.items()}  # without the warm-up steps
     nat = statistics.median(times["NAT training step"])
     base = dict(variant="fp32", device=str(device), batch_size=len(train_sources), target_tokens=target_tokens)
     rows = []
@@ -434,7 +440,7 @@ def summary(row: dict) -> str:
         return f"  {row['system']}: {row['tokens_per_s']:.0f} tokens/s, {row['ratio_vs_nat']:.2f} x NAT"
     bleu = "" if row["bleu"] is None else f", BLEU {row['bleu']:.2f}"
     speed = f"{row['latency_ms']:.2f} ms, {row['speedup_vs_ar_greedy']:.2f} x AR greedy"
-    return f"  [{row['variant']}] {row['system']}, batch size {row['batch_size']}: {speed}{bleu}"
+    return f"  [{row['engine']} {row['variant']}] {row['system']}, batch size {row['batch_size']}: {speed}{bleu}"
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -476,7 +482,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"{millions['ar']:.1f}M parameters; trained: {', '.join(sorted(trained)) or 'none (random: speed only)'}"
     )
 
-    all_runs = [run for variant, models in variants(args, base) for run in runs(variant, models, trained)]
+    all_runs = [run for variant, models in variants(args, base, tokenizer) for run in runs(variant, models, trained)]
     rows = benchmark_decoding(args, all_runs, tokenizer, sources, references, single, batched, max_source)
     if not args.no_training_cost:
         print("  training cost", flush=True)
