@@ -7,7 +7,7 @@
 
 Systems: AR greedy and beam 4, GLAT, GLAT + NPD (m = 3, 7; ranked by GLAT or by AR), GLAT+CTC, Mask-Predict (4, 10
 iterations), NAT (--nat_model), at batch size 1 and --batch_size, taking turns. No folders: random models of --preset,
-speed only. --int8 / --bf16 / --compile add variants, --ctranslate2 CTranslate2's AR rows. See BENCHMARK_METHOD.md.
+speed only. --int8 / --bf16 / --compile add variants, --ctranslate2 CTranslate2's AR rows. The method: README, "Speed".
 """
 
 import argparse
@@ -203,7 +203,7 @@ def build_models(args, tokenizer, folders: dict) -> dict[str, nn.Module]:
 
 
 def variants(args, base: dict[str, nn.Module], tokenizer) -> list[tuple[str, dict[str, nn.Module]]]:
-    """fp32, and the variants the flags ask for, each of its own copies of the models (BENCHMARK_METHOD.md)."""
+    """fp32, and the variants the flags ask for, each of its own copies of the models (README, "Speed")."""
 
     def converted(convert, kinds=("glat", "ctc", "ar", "nat")):
         return {kind: convert(copy.deepcopy(model)) if kind in kinds else model for kind, model in base.items()}
@@ -226,7 +226,7 @@ def variants(args, base: dict[str, nn.Module], tokenizer) -> list[tuple[str, dic
 
         inductor_config.freezing = args.device.type == "cpu"  # prepacks the weights for oneDNN
         result.append(("compile", converted(compiled, kinds=("glat", "ctc", "nat"))))
-    if args.ctranslate2:  # the AR model only, converted, with torch's thread count (BENCHMARK_METHOD.md)
+    if args.ctranslate2:  # the AR model only, converted, with torch's thread count (README, "Speed")
         from glat_hf.ctranslate2_baseline import converted_translators
 
         result += [(variant, {"ar": ct2}) for variant, ct2 in converted_translators(base["ar"], tokenizer).items()]
@@ -242,7 +242,7 @@ class Run:
     model: nn.Module
     kwargs: dict
     trained: bool
-    random_ar: bool  # generates exactly the batch's longest reference length (BENCHMARK_METHOD.md)
+    random_ar: bool  # generates exactly the batch's longest reference length (README, "Speed")
     engine: str  # what runs it: torch (GLAT's own code), transformers (generate), ctranslate2
 
     def decode(self, batch: Batch) -> torch.Tensor:
@@ -310,7 +310,7 @@ class CpuMemory:
 
 
 def peak_memory(run: Run, batches: list[Batch], device, cpu_memory: CpuMemory) -> tuple[float, list[torch.Tensor]]:
-    """(peak MiB, outputs on the CPU) of one untimed pass over `batches` (BENCHMARK_METHOD.md)."""
+    """(peak MiB, outputs on the CPU) of one untimed pass over `batches` (README, "Speed")."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
