@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Mask-Predict refinement passes (default: the model's generation config)",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (cuda if available; default)")
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnx", "onnx-int8"),
+        default="torch",
+        help="torch (default), or the ONNX Runtime graphs that glat-export wrote into the folder (CPU)",
+    )
     parser.add_argument("--no_progress", action="store_true", help="no progress bar on stderr")
     return parser
 
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         translate_file(args)
-    except (ValueError, OSError) as error:  # the messages name the problem; a traceback would not help
+    except (ValueError, OSError, ImportError) as error:  # the messages name the problem; a traceback would not help
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
     except torch.cuda.OutOfMemoryError:
@@ -100,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 def translate_file(args: argparse.Namespace) -> None:
     """Read, translate, write; the cheap checks come before the model loads, so mistakes fail in seconds."""
     try:
-        device = resolve_device(args.device)
+        device = resolve_device("cpu" if args.backend != "torch" and args.device == "auto" else args.device)
     except ValueError as error:
         raise ValueError(f"--device: {error}") from None
     if args.input is not None and not Path(args.input).is_file():
@@ -108,7 +114,7 @@ def translate_file(args: argparse.Namespace) -> None:
     if args.output is not None and not Path(args.output).resolve().parent.is_dir():
         raise FileNotFoundError(f"the folder of the output file does not exist: {args.output}")
     with loading_bars_off():
-        model, tokenizer = load_model(args.model, device)
+        model, tokenizer = load_model(args.model, device, args.backend)
         reranker = load_reranker(args.reranker, device) if args.reranker else None
     generate_kwargs = {
         name: value
@@ -153,8 +159,8 @@ def loading_bars_off():
             hf_logging.enable_progress_bar()
 
 
-def load_model(model_folder: str, device: torch.device):
-    """The GLAT model (eval mode, on `device`) and its tokenizer."""
+def load_model(model_folder: str, device: torch.device, backend: str = "torch"):
+    """The GLAT model (eval mode, on `device`; or its ONNX Runtime graphs) and its tokenizer."""
     folder = Path(model_folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"model folder not found: {model_folder}")
@@ -167,7 +173,13 @@ def load_model(model_folder: str, device: torch.device):
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError, TypeError) as error:
         raise ValueError(f"could not load the tokenizer from {model_folder}: {error}") from None
-    return GlatForConditionalGeneration.from_pretrained(folder).to(device).eval(), tokenizer
+    if backend == "torch":
+        return GlatForConditionalGeneration.from_pretrained(folder).to(device).eval(), tokenizer
+    if device.type != "cpu":
+        raise ValueError(f"--backend {backend} runs on the CPU; use --device cpu")
+    from .onnx import GlatOnnxModel
+
+    return GlatOnnxModel.from_pretrained(folder, int8=backend == "onnx-int8"), tokenizer
 
 
 def load_reranker(reranker_folder: str, device: torch.device):

@@ -1,0 +1,319 @@
+"""GLAT on ONNX Runtime (glat_hf.onnx): the same tokens as PyTorch, the same checks, clear errors for bad folders.
+
+The models are small but trained (on 100 real Multi30k pairs), so their argmax is not a near-tie that fp32
+rounding differences between the two engines could flip.
+"""
+
+import shutil
+import sys
+
+import pytest
+import torch
+from helpers import read_pairs, tiny_marian, tokenizer_for
+from transformers import DataCollatorForSeq2Seq
+
+from glat_hf import GlatConfig, GlatForConditionalGeneration, GlatTranslationPipeline
+from glat_hf.translation import check_vocabulary, translate
+
+ort = pytest.importorskip("onnxruntime")
+
+from glat_hf.onnx import GlatOnnxModel, export_onnx, graph_files, main  # noqa: E402
+
+SIZES = dict(
+    d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
+    encoder_ffn_dim=64, decoder_ffn_dim=64, dropout=0.0, max_target_length=40, max_position_embeddings=64,
+)  # fmt: skip
+
+
+def _trained(tokenizer, batch, steps, **overrides):
+    torch.manual_seed(0)
+    model = GlatForConditionalGeneration(GlatConfig(vocab_size=len(tokenizer), **SIZES, **overrides))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(**batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+MAX_TOKENS = 24  # sources and targets are truncated: short batches train fast
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Train and decode with one thread: with two on two shared cores, torch's threads wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(multi30k_dir):
+    sources, targets = read_pairs(multi30k_dir, count=100)
+    tokenizer = tokenizer_for(sources + targets, vocab_size=1000)
+    features = [tokenizer(s, text_target=t, truncation=True, max_length=MAX_TOKENS) for s, t in zip(sources, targets)]
+    batch = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, return_tensors="pt")(features)
+    return sources, tokenizer, batch
+
+
+@pytest.fixture(scope="module")
+def glat(data, tmp_path_factory):
+    """(PyTorch model, ONNX Runtime fp32 model, folder): exported with int8 copies, the tokenizer beside them."""
+    _, tokenizer, batch = data
+    model = _trained(tokenizer, batch, steps=150)
+    folder = tmp_path_factory.mktemp("glat_onnx")
+    export_onnx(model, folder, int8=True, tokenizer=tokenizer)
+    return model, GlatOnnxModel.from_pretrained(folder, threads=1), folder
+
+
+@pytest.fixture(scope="module")
+def ctc(data, tmp_path_factory):
+    _, tokenizer, batch = data
+    model = _trained(tokenizer, batch, steps=100, use_ctc=True)
+    folder = tmp_path_factory.mktemp("ctc_onnx")
+    export_onnx(model, folder)
+    return model, GlatOnnxModel.from_pretrained(folder, threads=1), folder
+
+
+def _batches(data, size=16):
+    """Padded batches in corpus order: every batch mixes lengths."""
+    sources, tokenizer, _ = data
+    for start in range(0, len(sources), size):
+        yield _tokenize(tokenizer, sources[start : start + size])
+
+
+def _tokenize(tokenizer, sources):
+    return tokenizer(sources, return_tensors="pt", padding=True, truncation=True, max_length=MAX_TOKENS)
+
+
+def _assert_same(pytorch_model, onnx_model, inputs, **kwargs):
+    expected = pytorch_model.generate(**inputs, **kwargs)
+    got = onnx_model.generate(**inputs, **kwargs)
+    assert got.dtype == expected.dtype == torch.long
+    assert torch.equal(got, expected), (got, expected)
+
+
+def test_the_graphs_are_written_beside_the_config_and_the_tokenizer(glat):
+    _, _, folder = glat
+    names = {path.name for path in folder.iterdir()}
+    assert {*graph_files(False), *graph_files(True), "config.json", "generation_config.json"} <= names
+    assert "tokenizer.json" in names
+
+
+def test_single_sentences_give_the_tokens_of_pytorch(glat, data):
+    model, onnx_model, _ = glat
+    sources, tokenizer, _ = data
+    for source in sources:
+        _assert_same(model, onnx_model, _tokenize(tokenizer, source))
+
+
+def test_padded_batches_give_the_tokens_of_pytorch(glat, data):
+    model, onnx_model, _ = glat
+    for inputs in _batches(data):
+        assert not bool(inputs["attention_mask"].all())  # the batch is padded
+        _assert_same(model, onnx_model, inputs)
+
+
+def test_noisy_parallel_decoding_with_self_rerank_gives_the_tokens_of_pytorch(glat, data):
+    model, onnx_model, _ = glat
+    for inputs in _batches(data):
+        _assert_same(model, onnx_model, inputs, length_beam_size=3)
+
+
+def test_mask_predict_refinement_gives_the_tokens_of_pytorch(glat, data):
+    model, onnx_model, _ = glat
+    for inputs in _batches(data, size=32):
+        _assert_same(model, onnx_model, inputs, num_iterations=3)
+
+
+def test_ar_reranker_and_oracle_lengths_give_the_tokens_of_pytorch(glat, data):
+    model, onnx_model, _ = glat
+    _, tokenizer, batch = data
+    reranker = tiny_marian(len(tokenizer))
+    inputs = next(_batches(data))
+    _assert_same(model, onnx_model, inputs, length_beam_size=3, reranker=reranker)
+    target_lengths = (batch["labels"][:16] != -100).sum(1)
+    _assert_same(model, onnx_model, inputs, target_lengths=target_lengths)
+    _assert_same(model, onnx_model, inputs, max_length=5)
+
+
+def test_the_graphs_handle_padding_whatever_batch_the_trace_ran_on(glat, data, tmp_path, monkeypatch):
+    """Traced on one unpadded sentence, the graphs still mask padding: the model's "nothing is padded" shortcuts
+    (no attention mask, no gather of the real positions) are not frozen into them."""
+    model, _, _ = glat
+    _, tokenizer, _ = data
+    import glat_hf.onnx as onnx_module
+
+    def unpadded_example(config):
+        input_ids = torch.tensor([[10, 11, 12, 2]])
+        decoder_mask = torch.ones(1, 5, dtype=torch.bool)
+        return input_ids, torch.ones_like(input_ids), 1, decoder_mask, torch.full((1, 5), -1)
+
+    monkeypatch.setattr(onnx_module, "_example_inputs", unpadded_example)
+    export_onnx(model, tmp_path)
+    onnx_model = GlatOnnxModel.from_pretrained(tmp_path, threads=1)
+    inputs = next(_batches(data))
+    states, length_logits = onnx_model.encoder_session.run(
+        None, {name: inputs[name].numpy() for name in ("input_ids", "attention_mask")}
+    )
+    with torch.no_grad():
+        expected = model.model.encode(inputs["input_ids"], inputs["attention_mask"]).last_hidden_state
+        expected_lengths = model.length_scores(expected, inputs["attention_mask"])
+    real = model.model.encoder_mask(inputs["attention_mask"])
+    torch.testing.assert_close(torch.from_numpy(states)[real], expected[real], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(torch.from_numpy(length_logits), expected_lengths, atol=1e-4, rtol=1e-4)
+    _assert_same(model, onnx_model, inputs, length_beam_size=3)
+
+
+def test_ctc_gives_the_tokens_of_pytorch(ctc, data):
+    model, onnx_model, _ = ctc
+    sources, tokenizer, _ = data
+    for source in sources[:20]:
+        _assert_same(model, onnx_model, _tokenize(tokenizer, source))
+    for inputs in _batches(data):
+        _assert_same(model, onnx_model, inputs)
+
+
+def test_int8_runs_and_gives_ids_of_the_right_shape(glat, data):
+    _, _, folder = glat
+    sources, tokenizer, _ = data
+    int8_model = GlatOnnxModel.from_pretrained(folder, int8=True, threads=1)
+    inputs = next(_batches(data))
+    for kwargs in ({}, {"length_beam_size": 3}):
+        ids = int8_model.generate(**inputs, **kwargs)
+        assert ids.dtype == torch.long and ids.dim() == 2 and ids.shape[0] == inputs["input_ids"].shape[0]
+        assert 1 <= ids.shape[1] <= int8_model.config.max_target_length
+        assert bool(((ids >= 0) & (ids < len(tokenizer))).all())
+    assert len(translate(int8_model, tokenizer, sources[:8])) == 8
+
+
+def test_translate_and_the_pipeline_match_pytorch(glat, data):
+    model, onnx_model, _ = glat
+    sources, tokenizer, _ = data
+    check_vocabulary(onnx_model, tokenizer)
+    assert translate(onnx_model, tokenizer, sources + [""], batch_size=32) == translate(
+        model, tokenizer, sources + [""], batch_size=32
+    )
+    three = sources[:3]
+    pipeline_kwargs = dict(batch_size=2, length_beam_size=3)
+    expected = GlatTranslationPipeline(model=model, tokenizer=tokenizer)(three, **pipeline_kwargs)
+    assert GlatTranslationPipeline(model=onnx_model, tokenizer=tokenizer)(three, **pipeline_kwargs) == expected
+
+
+def _same_error(pytorch_model, onnx_model, *args, **kwargs) -> str:
+    with pytest.raises(ValueError) as expected:
+        pytorch_model.generate(*args, **kwargs)
+    with pytest.raises(ValueError) as got:
+        onnx_model.generate(*args, **kwargs)
+    assert str(got.value) == str(expected.value)
+    return str(got.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(length_beam_size=0), "length_beam_size"),
+        (dict(length_beam_size=2.0), "length_beam_size"),
+        (dict(length_beam_size=41), "length_beam_size"),
+        (dict(num_iterations=0), "num_iterations"),
+        (dict(target_lengths=torch.tensor([3, 4])), "target_lengths"),
+        (dict(target_lengths=torch.tensor([0])), "target_lengths"),
+        (dict(target_lengths=torch.tensor([3]), length_beam_size=2), "target_lengths"),
+    ],
+)
+def test_bad_arguments_are_rejected_with_the_message_of_pytorch(glat, kwargs, words):
+    model, onnx_model, _ = glat
+    assert words in _same_error(model, onnx_model, torch.tensor([[10, 11, 2]]), **kwargs)
+
+
+def test_bad_inputs_are_rejected_with_the_message_of_pytorch(glat, ctc):
+    model, onnx_model, _ = glat
+    assert "(batch, length)" in _same_error(model, onnx_model, torch.tensor([[[10, 11, 2]]]))
+    too_long = torch.full((1, model.config.max_source_positions + 1), 10)
+    assert "holds at most" in _same_error(model, onnx_model, too_long)
+    other_vocabulary = tiny_marian(vocab_size=model.config.vocab_size + 1)
+    ids = torch.tensor([[10, 11, 2]])
+    assert "vocabulary" in _same_error(model, onnx_model, ids, length_beam_size=2, reranker=other_vocabulary)
+    ctc_model, ctc_onnx, _ = ctc
+    assert "CTC" in _same_error(ctc_model, ctc_onnx, ids, length_beam_size=2)
+    too_long = torch.full((1, ctc_model.config.max_source_positions + 1), 10)
+    assert "holds at most" in _same_error(ctc_model, ctc_onnx, too_long)
+
+
+def test_a_missing_graph_is_named(glat, tmp_path):
+    _, _, folder = glat
+    shutil.copytree(folder, tmp_path / "model")
+    (tmp_path / "model" / graph_files(True)[1]).unlink()
+    GlatOnnxModel.from_pretrained(tmp_path / "model")  # the fp32 graphs are still there
+    with pytest.raises(FileNotFoundError, match=graph_files(True)[1]) as error:
+        GlatOnnxModel.from_pretrained(tmp_path / "model", int8=True)
+    assert "glat-export" in str(error.value) and "--int8" in str(error.value)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        GlatOnnxModel.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_a_corrupt_graph_is_named(glat, tmp_path, damage):
+    _, _, folder = glat
+    shutil.copytree(folder, tmp_path / "model")
+    path = tmp_path / "model" / graph_files(False)[1]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"not an onnx graph" * 10)
+    with pytest.raises(ValueError, match="corrupt or truncated") as error:
+        GlatOnnxModel.from_pretrained(tmp_path / "model")
+    assert str(path) in str(error.value)
+
+
+def test_session_threads_are_set_and_idle_threads_do_not_spin(glat):
+    onnx_model = GlatOnnxModel.from_pretrained(glat[2], threads=2)
+    for session in (onnx_model.encoder_session, onnx_model.decoder_session):
+        options = session.get_session_options()
+        assert options.intra_op_num_threads == 2
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with pytest.raises(ValueError, match="threads"):
+        GlatOnnxModel.from_pretrained(onnx_model.name_or_path, threads=0)
+
+
+def test_without_onnxruntime_the_error_says_how_to_install_it(glat, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    with pytest.raises(ImportError, match=r"pip install glat-hf\[onnx\]"):
+        GlatOnnxModel.from_pretrained(glat[2])
+
+
+def test_glat_export_command(glat, data, tmp_path, capsys):
+    model, _, _ = glat
+    _, tokenizer, _ = data
+    model.save_pretrained(tmp_path / "saved")
+    tokenizer.save_pretrained(tmp_path / "saved")
+    assert main([str(tmp_path / "saved")]) == 0
+    assert sorted(p.name for p in tmp_path.joinpath("saved").glob("*.onnx")) == sorted(graph_files(False))
+    inputs = next(_batches(data))
+    _assert_same(model, GlatOnnxModel.from_pretrained(tmp_path / "saved", threads=1), inputs)
+    capsys.readouterr()
+    assert main([str(tmp_path / "nowhere")]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("glat-export: error: model folder not found") and error.count("\n") == 1
+    tiny_marian().save_pretrained(tmp_path / "marian")
+    assert main([str(tmp_path / "marian"), "--int8"]) == 1
+    assert "not a GLAT model" in capsys.readouterr().err
+
+
+def test_glat_translate_backends_onnx_and_onnx_int8(glat, data, tmp_path, capsys):
+    """glat-translate --backend onnx writes what the torch backend writes; onnx-int8 writes one line per input."""
+    from glat_hf.cli import main as glat_translate
+
+    model, _, folder = glat
+    sources, tokenizer, _ = data
+    model.save_pretrained(folder)  # the graphs' folder also holds the PyTorch model for the torch backend
+    source = tmp_path / "in.txt"
+    source.write_text("".join(line + "\n" for line in sources[:20] + [""]), encoding="utf-8")
+    outputs = {}
+    for backend in ("torch", "onnx", "onnx-int8"):
+        target = tmp_path / f"{backend}.txt"
+        argv = [str(folder), "--input", str(source), "--output", str(target), "--backend", backend, "--no_progress"]
+        assert glat_translate(argv) == 0, capsys.readouterr().err
+        outputs[backend] = target.read_text(encoding="utf-8").split("\n")[:-1]
+    assert outputs["onnx"] == outputs["torch"] and len(outputs["onnx-int8"]) == 21 and outputs["onnx-int8"][-1] == ""
