@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -80,6 +80,20 @@ def _lengths_to_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch
 def _repeat_rows(tensor: torch.Tensor, times: int) -> torch.Tensor:
     """Each row `times` times, the copies adjacent: the layout of the length candidates of one source."""
     return tensor.repeat_interleave(times, dim=0) if times > 1 else tensor
+
+
+def default_generation_config(config: GlatConfig) -> GenerationConfig:
+    """One parallel pass, no refinement, the config's ids and length limit; assigned explicitly so that the
+    custom keys (`length_beam_size`, `num_iterations`) survive save and load."""
+    return GenerationConfig(
+        length_beam_size=1,
+        num_iterations=1,
+        max_length=config.max_target_length,
+        pad_token_id=config.pad_token_id,
+        bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id,
+        decoder_start_token_id=config.decoder_start_token_id,
+    )
 
 
 class GlatAttention(nn.Module):
@@ -205,9 +219,7 @@ class GlatStack(nn.Module):
         return self.layer_norm(hidden_states)
 
 
-def uniform_copy_indices(
-    source_lengths: torch.Tensor, target_lengths: torch.Tensor, target_len: int
-) -> torch.Tensor:
+def uniform_copy_indices(source_lengths: torch.Tensor, target_lengths: torch.Tensor, target_len: int) -> torch.Tensor:
     """Source position copied to each target position: round(t * (S-1)/(T-1)) (Gu et al. 2018). (B, T) float."""
     step = (source_lengths - 1).float() / (target_lengths - 1).clamp(min=1).float()
     positions = torch.arange(target_len, device=source_lengths.device).float()
@@ -460,15 +472,7 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         length_classes = config.max_target_length + 1 + negative_offsets
         self.length_head = None if config.use_ctc else nn.Linear(config.d_model, length_classes)
         self.post_init()
-        self.generation_config = GenerationConfig(
-            length_beam_size=1,
-            num_iterations=1,
-            max_length=config.max_target_length,
-            pad_token_id=config.pad_token_id,
-            bos_token_id=config.bos_token_id,
-            eos_token_id=config.eos_token_id,
-            decoder_start_token_id=config.decoder_start_token_id,
-        )
+        self.generation_config = default_generation_config(config)
 
     def get_input_embeddings(self):
         return self.model.shared

@@ -43,7 +43,13 @@ from transformers import AutoConfig, GenerationConfig, PreTrainedModel
 from .configuration_glat import GlatConfig
 from .ctc import ctc_collapse
 from .glancing import select_glance_positions
-from .modeling_glat import GlatForConditionalGeneration, GlatModel, _lengths_to_mask, _repeat_rows
+from .modeling_glat import (
+    GlatForConditionalGeneration,
+    GlatModel,
+    _lengths_to_mask,
+    _repeat_rows,
+    default_generation_config,
+)
 
 PROG = "glat-export"
 ENCODER_FILE, DECODER_FILE = "encoder_model.onnx", "decoder_model.onnx"
@@ -312,11 +318,7 @@ class GlatOnnxModel:
         try:
             generation_config = GenerationConfig.from_pretrained(folder)
         except OSError:  # no generation_config.json: the defaults of GlatForConditionalGeneration
-            generation_config = GenerationConfig(
-                length_beam_size=1, num_iterations=1, max_length=config.max_target_length,
-                pad_token_id=config.pad_token_id, bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
-                decoder_start_token_id=config.decoder_start_token_id,
-            )  # fmt: skip
+            generation_config = default_generation_config(config)
         return cls(config, generation_config, *sessions, name_or_path=folder)
 
     # What transformers' Pipeline asks of a model.

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from helpers import read_pairs, tiny_marian, tokenizer_for
+from helpers import TINY_SIZES, read_pairs, tiny_marian, tokenizer_for
 from transformers import DataCollatorForSeq2Seq
 
 from glat_hf import GlatConfig, GlatForConditionalGeneration, GlatTranslationPipeline
@@ -19,10 +19,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from glat_hf.onnx import GlatOnnxModel, export_onnx, graph_files, main  # noqa: E402
 
-SIZES = dict(
-    d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
-    encoder_ffn_dim=64, decoder_ffn_dim=64, dropout=0.0, max_target_length=40, max_position_embeddings=64,
-)  # fmt: skip
+SIZES = dict(TINY_SIZES, encoder_attention_heads=4, decoder_attention_heads=4, dropout=0.0)
 
 
 def _trained(tokenizer, batch, steps, **overrides):
