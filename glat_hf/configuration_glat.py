@@ -62,7 +62,9 @@ class GlatConfig(PretrainedConfig):
         scale_embedding: multiply token embeddings by sqrt(d_model) (Vaswani et al. 2017). False is the
             official GLAT code's behaviour: it initialises every weight, token embeddings included, from
             N(0, init_std) as BERT does, and a scale of sqrt(d_model) on top would make token embeddings
-            (std 0.02 x sqrt(512) = 0.45 at d_model 512) swamp the positions (std 0.02).
+            (std 0.02 x sqrt(512) = 0.45 at d_model 512) swamp the positions (std 0.02). False by default: on
+            distilled Multi30k it gave GLAT and NAT-base alike +1.7 BLEU at 525 steps
+            (results/multi30k_ablations.json); configs saved before this default keep True.
         init_std: standard deviation of the normal initialisation of every linear and embedding weight (biases
             and padding embedding 0, layer norms 1 and 0): BERT's initialisation, which the official code uses.
         decoder_positions: where the decoder adds its learned positional embedding: "input" (once, to the
@@ -128,7 +130,7 @@ class GlatConfig(PretrainedConfig):
         activation_function: str = "relu",
         max_position_embeddings: int = 256,
         normalize_before: bool = False,
-        scale_embedding: bool = True,
+        scale_embedding: bool = False,
         init_std: float = 0.02,
         max_target_length: int = 128,
         predict_length_offset: bool = True,
