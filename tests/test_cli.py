@@ -14,6 +14,7 @@ from transformers.utils import logging as hf_logging
 
 from glat_hf import GlatForConditionalGeneration, GlatTranslationPipeline
 from glat_hf.cli import main
+from glat_hf.translation import iter_translations
 
 
 @pytest.fixture(scope="module")
@@ -245,3 +246,48 @@ def test_installed_command_fails_with_one_clear_line(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"glat-translate: error: model folder not found: {tmp_path / 'missing_model'}"
     ]
+
+
+def test_streaming_keeps_input_order_across_chunk_boundaries(saved, tmp_path):
+    lines = [saved.sources[i] if i % 4 else "" for i in range(11)]
+    source = write_lines(tmp_path / "in.txt", lines)
+    output = tmp_path / "out.txt"
+    assert run_cli(saved.folder, "--input", source, "--output", output, "--chunk_size", 3, "--batch_size", 2) == 0
+    assert read_output(output) == reference(saved, lines)
+    assert not (tmp_path / "out.txt.partial").exists()
+
+
+def test_the_first_chunk_is_translated_before_the_last_is_read(saved):
+    """A generator input: translations of chunk 1 come out while later lines are still unread."""
+    read = []
+
+    def lines():
+        for line in saved.sources[:10]:
+            read.append(line)
+            yield line
+
+    translations = iter_translations(saved.model, saved.tokenizer, lines(), batch_size=2, chunk_size=3)
+    first = [next(translations) for _ in range(3)]
+    assert len(read) == 3 and first == reference(saved, saved.sources[:3])
+    assert list(translations) == reference(saved, saved.sources[3:10]) and len(read) == 10
+
+
+def test_an_interruption_keeps_what_was_translated(saved, tmp_path, monkeypatch):
+    """Ctrl-C after the first chunk: OUTPUT.partial holds its lines, an existing OUTPUT is left alone."""
+    import glat_hf.cli as cli
+
+    lines = saved.sources[:6]
+    source, output = write_lines(tmp_path / "in.txt", lines), tmp_path / "out.txt"
+    output.write_text("previous run\n")
+    real = cli.iter_translations
+
+    def interrupted(*args, **kwargs):
+        for index, text in enumerate(real(*args, **kwargs)):
+            if index == 3:
+                raise KeyboardInterrupt
+            yield text
+
+    monkeypatch.setattr(cli, "iter_translations", interrupted)
+    assert run_cli(saved.folder, "--input", source, "--output", output, "--chunk_size", 3) == 130
+    assert output.read_text() == "previous run\n"
+    assert read_output(tmp_path / "out.txt.partial") == reference(saved, lines[:3])
