@@ -96,6 +96,34 @@ def default_generation_config(config: GlatConfig) -> GenerationConfig:
     )
 
 
+def generation_settings(
+    config, generation_config, input_ids, attention_mask, length_beam_size, num_iterations, max_length
+):
+    """`generate`'s arguments checked and completed from the generation config (PyTorch and ONNX Runtime alike):
+    (attention_mask, length_beam_size, num_iterations, max_length)."""
+    if length_beam_size is None:
+        length_beam_size = getattr(generation_config, "length_beam_size", 1)
+    if num_iterations is None:
+        num_iterations = getattr(generation_config, "num_iterations", 1)
+    max_length = min(max_length or generation_config.max_length or config.max_target_length, config.max_target_length)
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}.")
+    if attention_mask is None:
+        attention_mask = (input_ids != config.pad_token_id).long()
+    if not isinstance(num_iterations, int) or num_iterations < 1:
+        raise ValueError(f"num_iterations must be a positive integer, got {num_iterations!r}.")
+    if not isinstance(length_beam_size, int) or not 1 <= length_beam_size <= max_length:
+        raise ValueError(
+            f"length_beam_size must be an integer from 1 to the number of allowed lengths ({max_length}), "
+            f"got {length_beam_size!r}."
+        )
+    if config.use_ctc and length_beam_size > 1:
+        raise ValueError(
+            "length_beam_size > 1 (noisy parallel decoding) needs a length predictor; CTC models have none."
+        )
+    return attention_mask, length_beam_size, num_iterations, max_length
+
+
 class GlatAttention(nn.Module):
     """Multi-head attention without a causal mask, through transformers' attention functions (eager, sdpa, ...)."""
 
@@ -719,29 +747,15 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         synced_gpus, ... passed by Seq2SeqTrainer) are ignored; `max_length` caps the predicted target length.
         """
         config = self.config
-        generation_config = generation_config or self.generation_config
-        if length_beam_size is None:
-            length_beam_size = getattr(generation_config, "length_beam_size", 1)
-        if num_iterations is None:
-            num_iterations = getattr(generation_config, "num_iterations", 1)
-        max_length = min(
-            max_length or generation_config.max_length or config.max_target_length, config.max_target_length
+        attention_mask, length_beam_size, num_iterations, max_length = generation_settings(
+            config,
+            generation_config or self.generation_config,
+            input_ids,
+            attention_mask,
+            length_beam_size,
+            num_iterations,
+            max_length,
         )
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}.")
-        if attention_mask is None:
-            attention_mask = (input_ids != config.pad_token_id).long()
-        if not isinstance(num_iterations, int) or num_iterations < 1:
-            raise ValueError(f"num_iterations must be a positive integer, got {num_iterations!r}.")
-        if not isinstance(length_beam_size, int) or not 1 <= length_beam_size <= max_length:
-            raise ValueError(
-                f"length_beam_size must be an integer from 1 to the number of allowed lengths ({max_length}), "
-                f"got {length_beam_size!r}."
-            )
-        if config.use_ctc and length_beam_size > 1:
-            raise ValueError(
-                "length_beam_size > 1 (noisy parallel decoding) needs a length predictor; CTC models have none."
-            )
         if target_lengths is not None:
             target_lengths = self._check_target_lengths(target_lengths, input_ids, length_beam_size)
         if reranker is not None:

@@ -49,6 +49,7 @@ from .modeling_glat import (
     _lengths_to_mask,
     _repeat_rows,
     default_generation_config,
+    generation_settings,
 )
 
 PROG = "glat-export"
@@ -353,30 +354,16 @@ class GlatOnnxModel:
         lengths (best mean log-probability, or best by `reranker`), `num_iterations` of Mask-Predict, CTC collapse,
         `target_lengths` (oracle lengths), `max_length` (caps the predicted length). Same checks, same (B, L) ids."""
         config = self.config
-        generation_config = generation_config or self.generation_config
-        if length_beam_size is None:
-            length_beam_size = getattr(generation_config, "length_beam_size", 1)
-        if num_iterations is None:
-            num_iterations = getattr(generation_config, "num_iterations", 1)
-        max_length = min(
-            max_length or generation_config.max_length or config.max_target_length, config.max_target_length
-        )
         input_ids = torch.as_tensor(input_ids)
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}.")
-        if attention_mask is None:
-            attention_mask = (input_ids != config.pad_token_id).long()
-        if not isinstance(num_iterations, int) or num_iterations < 1:
-            raise ValueError(f"num_iterations must be a positive integer, got {num_iterations!r}.")
-        if not isinstance(length_beam_size, int) or not 1 <= length_beam_size <= max_length:
-            raise ValueError(
-                f"length_beam_size must be an integer from 1 to the number of allowed lengths ({max_length}), "
-                f"got {length_beam_size!r}."
-            )
-        if config.use_ctc and length_beam_size > 1:
-            raise ValueError(
-                "length_beam_size > 1 (noisy parallel decoding) needs a length predictor; CTC models have none."
-            )
+        attention_mask, length_beam_size, num_iterations, max_length = generation_settings(
+            config,
+            generation_config or self.generation_config,
+            input_ids,
+            attention_mask,
+            length_beam_size,
+            num_iterations,
+            max_length,
+        )
         # These methods of the PyTorch model read only self.config: the same checks and scores, not copies.
         if target_lengths is not None:
             target_lengths = GlatForConditionalGeneration._check_target_lengths(

@@ -1,4 +1,4 @@
-"""Bad input and safety (issue 6, items 1 and 5): what happens, and what the error says.
+"""Bad input and safety: what happens, and what the error says.
 
 Cases already tested elsewhere (the README table "Bad input and safety" lists where) are not repeated here.
 """

@@ -1,4 +1,4 @@
-"""Interrupted training (issue 6, item 2): SIGKILL a train.py run mid-way, rerun it with
+"""Interrupted training: SIGKILL a train.py run mid-way, rerun it with
 --resume_from_checkpoint true, and get the uninterrupted run's model bit for bit.
 
 Bit-exact holds on CPU because everything random is either restored from the checkpoint or derived
