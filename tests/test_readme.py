@@ -29,4 +29,5 @@ def test_readme_examples_run(tmp_path, monkeypatch, multi30k_dir):
     assert namespace["ids"].shape[0] == namespace["ids_npd"].shape[0] == namespace["ids_reranked"].shape[0] == 2
     assert set(namespace["single"][0]) == {"translation_text"}
     assert len(namespace["several"]) == 3 and namespace["several"][1]["translation_text"] == ""
+    assert namespace["ids_onnx"].shape[0] == 2
     assert namespace["fresh"].config.vocab_size == len(namespace["tokenizer"])
