@@ -23,9 +23,13 @@ declare -A VARIANT=(
   [scaled]="--config_overrides predict_length_offset=true,scale_embedding=true"
   [noscale]="--config_overrides predict_length_offset=true,scale_embedding=false"
   [official]="--config_overrides predict_length_offset=true,scale_embedding=false,decoder_positions=every_layer,soft_copy_form=official,length_predictor=mean_pool,length_loss_weighting=non_glanced"
+  [every_layer]="--config_overrides predict_length_offset=true,scale_embedding=false,decoder_positions=every_layer"
+  [official_soft_copy]="--config_overrides predict_length_offset=true,scale_embedding=false,soft_copy_form=official"
+  [mean_pool]="--config_overrides predict_length_offset=true,scale_embedding=false,length_predictor=mean_pool"
+  [non_glanced]="--config_overrides predict_length_offset=true,scale_embedding=false,length_loss_weighting=non_glanced"
   [official_gelu]="--config_overrides predict_length_offset=true,scale_embedding=false,decoder_positions=every_layer,soft_copy_form=official,length_predictor=mean_pool,length_loss_weighting=non_glanced,activation_function=gelu"
 )
-ORDER=(scaled noscale official official_gelu)
+ORDER=(scaled noscale official every_layer official_soft_copy mean_pool non_glanced official_gelu)
 declare -A SYSTEM=([glat]=GLAT [nat]=NAT-base)
 mkdir -p "$R"
 
