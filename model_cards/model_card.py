@@ -4,9 +4,8 @@
     python model_cards/model_card.py write OUTPUT_DIR [--benchmark FILE] [--dataset multi30k] [--repo_id USER/NAME]
     python model_cards/model_card.py push OUTPUT_DIR --repo_id USER/NAME [--private]
 
-This file gathers the facts of the folder and renders template.md, which holds all of the card's text. Facts the
-folder cannot know (languages, dataset, a benchmark) come from the caller; those not given again are kept from the
-folder's existing card, so a rewrite that adds a benchmark keeps them. Writing never touches the network.
+This file gathers the folder's facts and renders template.md, which holds all of the card's text. Facts the folder
+cannot know (languages, dataset, a benchmark) come from the caller, else from the folder's existing card.
 """
 
 from __future__ import annotations
@@ -28,19 +27,15 @@ DEFAULT_LICENSE = "apache-2.0"
 # Datasets whose name and split names the card knows; template.md adds their limitations and citation.
 KNOWN_DATASETS = {"multi30k": {"name": "Multi30k", "validation": "val", "test": "test_2016_flickr"}}
 # The columns of training/benchmark.py rows that the card shows, in this order, where some row fills them.
-DECODE_COLUMNS = (
-    "system",
-    "variant",
-    "engine",
-    "device",
-    "batch_size",
-    "latency_ms",
-    "sentences_per_s",
-    "speedup_vs_ar_greedy",
-    "bleu",
+DECODE_COLUMNS = tuple(
+    "system variant engine device batch_size latency_ms sentences_per_s speedup_vs_ar_greedy bleu".split()
 )
-TRAIN_COLUMNS = ("system", "variant", "device", "batch_size", "step_ms", "tokens_per_s", "ratio_vs_nat")
+TRAIN_COLUMNS = tuple("system variant device batch_size step_ms tokens_per_s ratio_vs_nat".split())
 # Checkpoints stay local, and so do Trainer's pickles: the Hub gets safetensors and JSON only.
+OPTIONS = tuple(
+    "source_lang target_lang dataset validation_split test_split model_type training_args "
+    "decoding distilled data_folder data_description benchmark repo_id license".split()
+)
 PUSH_IGNORE = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.bin", "*.pt", "*.pth"]
 
 
@@ -70,10 +65,8 @@ def count_parameters(folder: Path) -> int | None:
 
 def read_results(folder: Path) -> dict:
     """all_results.json, overridden by the per-stage files (each stage writes its own last)."""
-    results = {}
-    for name in ("all_results.json", "train_results.json", "eval_results.json", "predict_results.json"):
-        results.update(read_json(folder / name) or {})
-    return results
+    stages = ("all_results.json", "train_results.json", "eval_results.json", "predict_results.json")
+    return {key: value for name in stages for key, value in (read_json(folder / name) or {}).items()}
 
 
 def read_benchmark(path) -> dict | None:
@@ -85,10 +78,8 @@ def read_benchmark(path) -> dict | None:
     except (OSError, json.JSONDecodeError) as error:
         raise ModelCardError(f"--benchmark {path}: cannot be read as JSON ({error}).") from None
     if not (isinstance(rows, list) and rows and all(isinstance(row, dict) and "system" in row for row in rows)):
-        raise ModelCardError(
-            f"--benchmark {path}: not what `training/benchmark.py --output` writes, a JSON list of "
-            'rows such as {"system": "GLAT", "batch_size": 1, "latency_ms": 6.5, ...}.'
-        )
+        example = '{"system": "GLAT", "batch_size": 1, "latency_ms": 6.5, ...}'
+        raise ModelCardError(f"--benchmark {path}: not what `training/benchmark.py --output` writes: rows {example}.")
     train = [row for row in rows if row.get("kind") == "train"]
     decode = [row for row in rows if row.get("kind") != "train"]
     return {"source": Path(path).name, "decode": table(decode, DECODE_COLUMNS), "train": table(train, TRAIN_COLUMNS)}
@@ -125,29 +116,18 @@ def previous_card_data(folder: Path) -> ModelCardData:
         return ModelCardData()
 
 
-def build_model_card(
-    output_dir,
-    *,
-    source_lang: str | None = None,
-    target_lang: str | None = None,
-    dataset: str | None = None,
-    validation_split: str | None = None,
-    test_split: str | None = None,
-    model_type: str | None = None,
-    training_args=None,
-    decoding: dict | None = None,
-    distilled: bool | None = None,
-    data_folder=None,
-    data_description: str | None = None,
-    benchmark=None,
-    repo_id: str | None = None,
-    license: str | None = None,
-) -> ModelCard:
+def build_model_card(output_dir, **options) -> ModelCard:
     """The card of a saved model folder as a huggingface_hub.ModelCard (nothing is written).
 
-    Options left out come from the folder: `training_args` from training_args.json, `decoding` from
-    generation_config.json, languages, dataset, test split, license and repo id from the existing card.
+    `options` are OPTIONS (data, decoding: NPD length beam, reranker, beams; benchmark: a benchmark.py JSON file).
+    Those left out come from the folder: training_args.json, generation_config.json, the existing card's metadata.
     """
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise TypeError(f"build_model_card got unknown options {unknown}; it takes {list(OPTIONS)}")
+    source_lang, target_lang, dataset, validation_split, test_split = map(options.get, OPTIONS[:5])
+    model_type, training_args, decoding, distilled, data_folder = map(options.get, OPTIONS[5:10])
+    data_description, benchmark, repo_id, license = map(options.get, OPTIONS[10:])
     folder = Path(output_dir)
     config = read_json(folder / "config.json")
     if config is None:
@@ -169,10 +149,8 @@ def build_model_card(
     old = (previous.eval_results or [None])[0]
     if test_split is None and old is not None and old.dataset_type == (dataset or "custom"):
         test_split = old.dataset_split
-    splits = {
-        "eval": validation_split or known.get("validation", "validation"),
-        "predict": test_split or known.get("test", "test"),
-    }
+    validation_split = validation_split or known.get("validation", "validation")
+    splits = {"eval": validation_split, "predict": test_split or known.get("test", "test")}
 
     args = read_training_args(folder, training_args)
     generation = read_json(folder / "generation_config.json") or {}
@@ -189,84 +167,50 @@ def build_model_card(
     if decoding.get("reranker"):
         decoding["reranker"] = Path(str(decoding["reranker"])).name
 
-    evaluated = [
-        {
-            "stage": stage,
-            "split": splits[stage],
-            "bleu": round(float(results[f"{stage}_bleu"]), 2),
-            "samples": results.get(f"{stage}_samples"),
-            "repetition": results.get(f"{stage}_repetition_ratio"),
-        }
-        for stage in ("predict", "eval")
-        if results.get(f"{stage}_bleu") is not None
-    ]
+    evaluated = []
+    for stage in (stage for stage in ("predict", "eval") if results.get(f"{stage}_bleu") is not None):
+        scores = dict(bleu=round(float(results[f"{stage}_bleu"]), 2), samples=results.get(f"{stage}_samples"))
+        repetition = results.get(f"{stage}_repetition_ratio")
+        evaluated.append(dict(scores, stage=stage, split=splits[stage], repetition=repetition))
     signature = results.get("predict_bleu_signature") or results.get("eval_bleu_signature")
     if evaluated and signature is None:  # results saved without one were scored by glat_hf.metrics all the same
         from glat_hf.metrics import corpus_bleu  # imports transformers: only when needed
 
         signature = corpus_bleu(["x"], ["x"])["signature"]
     name = known.get("name", dataset)
-    eval_results = [  # the test set; validation BLEU (which chose the checkpoint) only where there is no test set
-        EvalResult(
-            task_type="translation",
-            task_name=f"Translation {src}-{tgt}",
-            dataset_type=dataset or "custom",
-            dataset_name=f"{name or 'custom'} {src}-{tgt}",
-            dataset_config=f"{src}-{tgt}",
-            dataset_split=row["split"],
-            metric_type="bleu",
-            metric_name="sacreBLEU",
-            metric_value=row["bleu"],
-            metric_args={"signature": signature},
-        )
-        for row in evaluated[:1]
-    ]
+    task = dict(task_type="translation", task_name=f"Translation {src}-{tgt}", dataset_config=f"{src}-{tgt}")
+    data = dict(dataset_type=dataset or "custom", dataset_name=f"{name or 'custom'} {src}-{tgt}")
+    metric = dict(metric_type="bleu", metric_name="sacreBLEU", metric_args={"signature": signature})
+    # The test set; validation BLEU (which chose the checkpoint) only where there is no test set.
+    scored = [dict(dataset_split=row["split"], metric_value=row["bleu"]) for row in evaluated[:1]]
+    eval_results = [EvalResult(**task, **data, **metric, **row) for row in scored]
     ctc = is_glat and bool(config.get("use_ctc"))
     nat_tags = ["non-autoregressive", "glat" if glancing == "glancing" else "nat"] + ["ctc"] * ctc
     tags = ["translation", *(nat_tags if is_glat else ["autoregressive", "marian"]), "glat-hf"]
     tags += ["custom_code"] * (is_glat and "auto_map" in config) + ["knowledge-distillation"] * bool(distilled)
-    card_data = ModelCardData(
-        language=[src, tgt],
-        license=license or previous.license or DEFAULT_LICENSE,
-        library_name="transformers",
-        pipeline_tag="translation",
-        tags=tags,
-        datasets=[dataset] if dataset else None,
-        metrics=["bleu"],
-        model_name=repo_id or previous.model_name or folder.resolve().name,
-        eval_results=eval_results or None,
-    )
+    hub = dict(library_name="transformers", pipeline_tag="translation", tags=tags, metrics=["bleu"])
+    names = dict(model_name=repo_id or previous.model_name or folder.resolve().name, language=[src, tgt])
+    license = license or previous.license or DEFAULT_LICENSE
+    datasets = [dataset] if dataset else None
+    card_data = ModelCardData(**hub, **names, license=license, datasets=datasets, eval_results=eval_results or None)
     logged = [entry for entry in log if "glancing_ratio" in entry]
-    card = ModelCard.from_template(
-        card_data,
-        template_path=str(TEMPLATE),
-        src=src,
-        tgt=tgt,
-        dataset=dataset,
-        dataset_name=name,
-        dataset_key=(dataset or "").lower(),
-        config=config,
-        is_glat=is_glat,
-        ctc=ctc,
-        glancing=glancing,
-        parameters=count_parameters(folder),
-        model_id=repo_id or str(folder),
-        output_dir=str(folder),
-        decoding=decoding,
-        args=args,
-        results=results,
-        evaluated=evaluated,
-        bleu_signature=signature,
-        test_split=splits["predict"],
-        steps=state.get("global_step") or args.get("max_steps"),
-        epoch=state.get("epoch") or results.get("epoch"),
-        anneal_steps=args.get("glancing_anneal_steps") or state.get("max_steps") or args.get("max_steps"),
-        lambda_logged=(logged[0], logged[-1]) if logged else None,
-        distilled=distilled,
-        data_description=data_description,
-        speed=read_benchmark(benchmark),
-        teacher=record and {"name": Path(str(record.get("teacher", "?"))).name, "beams": record.get("num_beams", "?")},
+    # What template.md reads, in four groups: the data, the model, the run and its results.
+    data_facts = dict(src=src, tgt=tgt, dataset=dataset, dataset_name=name, dataset_key=(dataset or "").lower())
+    data_facts.update(distilled=distilled, data_description=data_description, test_split=splits["predict"])
+    teacher = record and {"name": Path(str(record.get("teacher", "?"))).name, "beams": record.get("num_beams", "?")}
+    model_facts = dict(config=config, is_glat=is_glat, ctc=ctc, glancing=glancing, parameters=count_parameters(folder))
+    model_facts.update(model_id=repo_id or str(folder), output_dir=str(folder), decoding=decoding, teacher=teacher)
+    steps = state.get("global_step") or args.get("max_steps")
+    anneal_steps = args.get("glancing_anneal_steps") or state.get("max_steps") or args.get("max_steps")
+    run_facts = dict(
+        args=args, steps=steps, epoch=state.get("epoch") or results.get("epoch"), anneal_steps=anneal_steps
     )
+    run_facts.update(lambda_logged=(logged[0], logged[-1]) if logged else None)
+    result_facts = dict(
+        results=results, evaluated=evaluated, bleu_signature=signature, speed=read_benchmark(benchmark)
+    )
+    facts = {**data_facts, **model_facts, **run_facts, **result_facts}
+    card = ModelCard.from_template(card_data, template_path=str(TEMPLATE), **facts)
     return ModelCard(re.sub(r"\n{3,}", "\n\n", str(card)))  # the template's optional blocks leave blank runs
 
 
@@ -286,36 +230,24 @@ def push_to_hub(output_dir, repo_id: str, *, private: bool = False, token: str |
     if not (folder / "config.json").is_file():
         raise ModelCardError(f"cannot push {folder} to the Hub: it has no config.json (not a saved model folder).")
     if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
-        raise ModelCardError(
-            "cannot push to the Hub: offline (HF_HUB_OFFLINE=1). Run the push on a machine with "
-            "internet access, without HF_HUB_OFFLINE set."
-        )
+        raise ModelCardError("cannot push to the Hub: offline (HF_HUB_OFFLINE=1); push from a machine online.")
     token = token or get_token()
     if not token:
-        raise ModelCardError(
-            "cannot push to the Hub: no Hugging Face token. Log in with `hf auth login` or set "
-            "HF_TOKEN (a token with write access)."
-        )
+        raise ModelCardError("cannot push to the Hub: no Hugging Face token (`hf auth login`, or set HF_TOKEN).")
     if not (folder / "README.md").is_file():
         write_model_card(folder, repo_id=repo_id)
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
-        commit = api.upload_folder(
-            repo_id=repo_id,
-            folder_path=folder,
-            ignore_patterns=PUSH_IGNORE,
-            commit_message="Upload model trained with glat-hf",
-        )
+        message, ignore = "Upload model trained with glat-hf", PUSH_IGNORE
+        commit = api.upload_folder(repo_id=repo_id, folder_path=folder, ignore_patterns=ignore, commit_message=message)
     except OfflineModeIsEnabled:
         raise ModelCardError("cannot push to the Hub: offline (huggingface_hub is in offline mode).") from None
     except HfHubHTTPError as error:
         status = getattr(error.response, "status_code", None)
         if status in (401, 403):
-            raise ModelCardError(
-                f"cannot push to the Hub: the token was refused for {repo_id} (HTTP {status}); "
-                "it needs write access to that namespace."
-            ) from None
+            refused = f"the token was refused for {repo_id} (HTTP {status}); it needs write access there"
+            raise ModelCardError(f"cannot push to the Hub: {refused}.") from None
         raise ModelCardError(f"cannot push to the Hub: {str(error).splitlines()[0]}") from None
     except Exception as error:  # no network, DNS failure, refused connection: OSErrors, and httpx's own errors
         if isinstance(error, OSError) or type(error).__module__.startswith("httpx"):
