@@ -18,10 +18,10 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from .configuration_glat import GlatConfig
+from .configuration_glat import read_glat_config
 from .modeling_glat import GlatForConditionalGeneration
 from .translation import iter_translations, resolve_device
 
@@ -162,13 +162,7 @@ def loading_bars_off():
 def load_model(model_folder: str, device: torch.device, backend: str = "torch"):
     """The GLAT model (eval mode, on `device`; or its ONNX Runtime graphs) and its tokenizer."""
     folder = Path(model_folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"model folder not found: {model_folder}")
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{model_folder} holds no config.json: not a saved model folder")
-    config = AutoConfig.from_pretrained(folder)
-    if not isinstance(config, GlatConfig):
-        raise ValueError(f"{model_folder} holds a {config.model_type!r} model, not a GLAT model")
+    read_glat_config(folder)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError, TypeError) as error:

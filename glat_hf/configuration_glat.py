@@ -282,3 +282,20 @@ class GlatConfig(PretrainedConfig):
                 f"max_position_embeddings ({self.max_position_embeddings}): the decoder has no position for longer "
                 "targets."
             )
+
+
+def read_glat_config(folder) -> GlatConfig:
+    """The GlatConfig of a saved model folder, with an error that names what is wrong with the folder."""
+    from pathlib import Path
+
+    from transformers import AutoConfig
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model folder not found: {folder}")
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} holds no config.json: not a saved model folder")
+    config = AutoConfig.from_pretrained(folder)
+    if not isinstance(config, GlatConfig):
+        raise ValueError(f"{folder} holds a {config.model_type!r} model, not a GLAT model")
+    return config

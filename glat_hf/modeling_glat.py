@@ -124,6 +124,32 @@ def generation_settings(
     return attention_mask, length_beam_size, num_iterations, max_length
 
 
+def top_length_mask(length_logits: torch.Tensor, length_beam_size: int, max_length: int) -> torch.Tensor:
+    """(B*m, T) decoder mask of the top-m lengths in 1..max_length of each source; its candidates are adjacent rows."""
+    allowed = torch.arange(length_logits.shape[-1], device=length_logits.device)
+    allowed = (allowed >= 1) & (allowed <= max_length)
+    lengths = length_logits.masked_fill(~allowed, float("-inf")).topk(length_beam_size, dim=-1).indices
+    return _lengths_to_mask(lengths.flatten())
+
+
+def remask_positions(decoder_mask, scores, iteration: int, total: int) -> torch.Tensor:
+    """Mask-Predict (Ghazvininejad et al. 2019): the T(N-t)/N least confident positions to predict again."""
+    num_masked = (decoder_mask.sum(1) * (total - iteration)) // total
+    return select_glance_positions(num_masked, decoder_mask, "most_uncertain", reference_probs=scores.exp())
+
+
+def best_candidates(tokens, decoder_mask, scores, length_beam_size: int) -> torch.Tensor:
+    """The best of each source's `length_beam_size` adjacent candidates by `scores` (None: one candidate each),
+    trimmed to the longest chosen length (not to non-pad tokens: a decoded pad_token_id is a token)."""
+    lengths = decoder_mask.sum(1)
+    if length_beam_size > 1:
+        best = scores.view(-1, length_beam_size).argmax(-1)
+        rows = torch.arange(best.shape[0], device=best.device)
+        tokens = tokens.view(-1, length_beam_size, tokens.shape[-1])[rows, best]
+        lengths = lengths.view(-1, length_beam_size)[rows, best]
+    return tokens[:, : max(int(lengths.max()), 1)]
+
+
 class GlatAttention(nn.Module):
     """Multi-head attention without a causal mask, through transformers' attention functions (eager, sdpa, ...)."""
 
@@ -768,10 +794,7 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
             decoder_mask = _lengths_to_mask(target_lengths)
         else:
             length_logits = self.length_scores(encoder_outputs.last_hidden_state, attention_mask)
-            allowed = torch.arange(length_logits.shape[-1], device=input_ids.device)
-            allowed = (allowed >= 1) & (allowed <= max_length)
-            lengths = length_logits.masked_fill(~allowed, float("-inf")).topk(length_beam_size, dim=-1).indices
-            decoder_mask = _lengths_to_mask(lengths.flatten())  # (B*m, T): candidates of a sentence are adjacent
+            decoder_mask = top_length_mask(length_logits, length_beam_size, max_length)
 
         # Every length candidate in one batch. The decoder input copied from the source is the same in
         # every Mask-Predict iteration, so it is built once (what GlatModel.forward does, split in two).
@@ -792,18 +815,12 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         tokens = tokens.masked_fill(~decoder_mask, config.pad_token_id)
         if config.use_ctc:
             return ctc_collapse(tokens, config.blank_token_id, config.pad_token_id, mask=decoder_mask)
-        lengths = decoder_mask.sum(1)
-        if length_beam_size > 1:
-            if reranker is None:
-                scores = (token_scores * decoder_mask).sum(1) / lengths
-            else:
-                scores = self.reranker_scores(reranker, input_ids, attention_mask, tokens, length_beam_size)
-            best = scores.view(-1, length_beam_size).argmax(-1)
-            rows = torch.arange(best.shape[0], device=best.device)
-            tokens = tokens.view(-1, length_beam_size, tokens.shape[-1])[rows, best]
-            lengths = lengths.view(-1, length_beam_size)[rows, best]
-        # The longest chosen length, not the count of non-pad tokens: a decoded pad_token_id is a token.
-        return tokens[:, : max(int(lengths.max()), 1)]
+        scores = None
+        if length_beam_size > 1 and reranker is None:
+            scores = (token_scores * decoder_mask).sum(1) / decoder_mask.sum(1)
+        elif length_beam_size > 1:
+            scores = self.reranker_scores(reranker, input_ids, attention_mask, tokens, length_beam_size)
+        return best_candidates(tokens, decoder_mask, scores, length_beam_size)
 
     def _decode(self, inputs, decoder_mask, encoder_states, encoder_mask, with_scores=True):
         """One parallel decoder pass over the decoder input H: argmax tokens and their log-probabilities.
@@ -832,8 +849,7 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         The kept tokens are fed as glanced inputs (their embeddings replace the copied source `copied`,
         as in GlatModel.decoder_inputs), the way GLAT saw reference words in training.
         """
-        num_masked = (decoder_mask.sum(1) * (total - iteration)) // total
-        remask = select_glance_positions(num_masked, decoder_mask, "most_uncertain", reference_probs=scores.exp())
+        remask = remask_positions(decoder_mask, scores, iteration, total)
         kept = decoder_mask & ~remask
         inputs = torch.where(kept[..., None], self.model.embed(tokens).to(copied.dtype), copied)
         new_tokens, new_scores = self._decode(inputs, decoder_mask, encoder_states, encoder_mask)

@@ -38,18 +38,20 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, GenerationConfig, PreTrainedModel
+from transformers import GenerationConfig, PreTrainedModel
 
-from .configuration_glat import GlatConfig
+from .configuration_glat import GlatConfig, read_glat_config
 from .ctc import ctc_collapse
-from .glancing import select_glance_positions
 from .modeling_glat import (
     GlatForConditionalGeneration,
     GlatModel,
     _lengths_to_mask,
     _repeat_rows,
+    best_candidates,
     default_generation_config,
     generation_settings,
+    remask_positions,
+    top_length_mask,
 )
 
 PROG = "glat-export"
@@ -159,7 +161,7 @@ def export_onnx(model_dir_or_model, output_dir=None, int8: bool = False, tokeniz
     _require_onnx_extra("onnx", "onnxruntime")
     if isinstance(model_dir_or_model, (str, os.PathLike)):
         folder = Path(model_dir_or_model)
-        _check_model_folder(folder)
+        read_glat_config(folder)
         model = GlatForConditionalGeneration.from_pretrained(folder)
         output_dir = Path(output_dir) if output_dir is not None else folder
     elif isinstance(model_dir_or_model, GlatForConditionalGeneration):
@@ -240,17 +242,6 @@ def _export_graphs(model: GlatForConditionalGeneration, output_dir: Path) -> lis
     return [output_dir / ENCODER_FILE, output_dir / DECODER_FILE]
 
 
-def _check_model_folder(folder: Path) -> GlatConfig:
-    if not folder.is_dir():
-        raise FileNotFoundError(f"model folder not found: {folder}")
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder} holds no config.json: not a saved model folder")
-    config = AutoConfig.from_pretrained(folder)
-    if not isinstance(config, GlatConfig):
-        raise ValueError(f"{folder} holds a {config.model_type!r} model, not a GLAT model")
-    return config
-
-
 def _load_tokenizer(folder: Path):
     from transformers import AutoTokenizer
 
@@ -288,7 +279,7 @@ class GlatOnnxModel:
         from other work in the process."""
         ort = _require_onnx_extra("onnxruntime")
         folder = Path(folder)
-        config = _check_model_folder(folder)
+        config = read_glat_config(folder)
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads must be a positive integer, got {threads!r}")
         options = ort.SessionOptions()
@@ -382,11 +373,7 @@ class GlatOnnxModel:
         elif target_lengths is not None:
             decoder_mask = _lengths_to_mask(target_lengths)
         else:
-            length_logits = torch.from_numpy(encoder_outputs[1])
-            allowed = torch.arange(length_logits.shape[-1])
-            allowed = (allowed >= 1) & (allowed <= max_length)
-            lengths = length_logits.masked_fill(~allowed, float("-inf")).topk(length_beam_size, dim=-1).indices
-            decoder_mask = _lengths_to_mask(lengths.flatten())  # (B*m, T): candidates of a sentence are adjacent
+            decoder_mask = top_length_mask(torch.from_numpy(encoder_outputs[1]), length_beam_size, max_length)
 
         feeds = {
             "input_ids": _repeat_rows(input_ids, length_beam_size).numpy(),
@@ -399,10 +386,7 @@ class GlatOnnxModel:
         no_glance = torch.full(decoder_mask.shape, -1, dtype=torch.long)
         tokens, token_scores = self._decode(feeds, no_glance)
         for iteration in range(1, num_iterations):  # Mask-Predict, as GlatForConditionalGeneration._refine
-            num_masked = (decoder_mask.sum(1) * (num_iterations - iteration)) // num_iterations
-            remask = select_glance_positions(
-                num_masked, decoder_mask, "most_uncertain", reference_probs=token_scores.exp()
-            )
+            remask = remask_positions(decoder_mask, token_scores, iteration, num_iterations)
             new_tokens, new_scores = self._decode(feeds, tokens.masked_fill(~(decoder_mask & ~remask), -1))
             tokens = torch.where(remask, new_tokens, tokens)
             token_scores = torch.where(remask, new_scores, token_scores)
@@ -410,19 +394,13 @@ class GlatOnnxModel:
         tokens = tokens.masked_fill(~decoder_mask, config.pad_token_id)
         if config.use_ctc:
             return ctc_collapse(tokens, config.blank_token_id, config.pad_token_id, mask=decoder_mask)
-        lengths = decoder_mask.sum(1)
-        if length_beam_size > 1:
-            if reranker is None:
-                scores = (token_scores * decoder_mask).sum(1) / lengths
-            else:
-                scores = GlatForConditionalGeneration.reranker_scores(
-                    self, reranker, input_ids, attention_mask, tokens, length_beam_size
-                )
-            best = scores.view(-1, length_beam_size).argmax(-1)
-            rows = torch.arange(best.shape[0])
-            tokens = tokens.view(-1, length_beam_size, tokens.shape[-1])[rows, best]
-            lengths = lengths.view(-1, length_beam_size)[rows, best]
-        return tokens[:, : max(int(lengths.max()), 1)]
+        scores = None
+        if length_beam_size > 1 and reranker is None:
+            scores = (token_scores * decoder_mask).sum(1) / decoder_mask.sum(1)
+        elif length_beam_size > 1:
+            rerank = GlatForConditionalGeneration.reranker_scores
+            scores = rerank(self, reranker, input_ids, attention_mask, tokens, length_beam_size)
+        return best_candidates(tokens, decoder_mask, scores, length_beam_size)
 
     def _decode(self, feeds: dict, glance_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feeds = {**feeds, "glance_ids": glance_ids.numpy()} if "glance_ids" in self._decoder_inputs else feeds
