@@ -36,6 +36,7 @@ TINY = [
 ]
 # 20 steps, a checkpoint and an evaluation every 10, NPD over 2 lengths.
 CHECKPOINTED = "--max_steps 20 --save_steps 10 --eval_strategy steps --eval_steps 10 --length_beam_size 2".split()
+TWO_CPU_PROCESSES = "--num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no".split()
 FULL_RUN = ["--do_train", "--do_eval", "--do_predict", "--predict_with_generate"]
 
 
@@ -169,21 +170,7 @@ def test_average_best_without_scores_is_a_clear_error(multi30k_dir, tmp_path):
 
 def test_two_process_cpu_run(multi30k_dir, tmp_path):
     """accelerate launch --multi_gpu on CPU: two gloo ranks share the data (an epoch takes half the steps)."""
-    launcher = (
-        ACCELERATE,
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        2,
-        "--num_machines",
-        1,
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        29533,
-    )
+    launcher = (ACCELERATE, "launch", "--multi_gpu", *TWO_CPU_PROCESSES, "--main_process_port", 29533)
     max_steps = 10
     _, output = run(
         ["--output_dir", tmp_path, *FULL_RUN, *TINY, "--max_steps", max_steps], multi30k_dir, launcher=launcher
@@ -199,19 +186,7 @@ def test_two_process_cpu_run(multi30k_dir, tmp_path):
 
 def test_cpu_launch_with_two_processes_is_refused(multi30k_dir, tmp_path):
     """`accelerate launch --cpu --num_processes 2` starts one process: the script says so instead of training."""
-    launcher = (
-        ACCELERATE,
-        "launch",
-        "--cpu",
-        "--num_processes",
-        2,
-        "--num_machines",
-        1,
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-    )
+    launcher = (ACCELERATE, "launch", "--cpu", *TWO_CPU_PROCESSES)
     code, output = run(
         ["--output_dir", tmp_path, "--do_train", *TINY, "--max_steps", 2], multi30k_dir, launcher=launcher, check=False
     )
