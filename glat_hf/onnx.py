@@ -33,6 +33,7 @@ import copy
 import logging
 import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -261,6 +262,7 @@ class GlatOnnxModel:
     """
 
     main_input_name = "input_ids"
+    engine = "onnxruntime"  # what training/benchmark.py's rows say runs it
     device = torch.device("cpu")
     dtype = torch.float32
 
@@ -418,6 +420,18 @@ class GlatOnnxModel:
         if input_ids.shape[1] > self.config.max_source_positions:
             GlatModel.encode(self, input_ids, attention_mask)
             raise ValueError(f"The source has {input_ids.shape[1]} tokens, more than this model holds.")
+
+
+def exported_models(model: GlatForConditionalGeneration, threads: int | None = None) -> dict[str, GlatOnnxModel]:
+    """{"fp32": ..., "int8": ...}: `model` exported in a temporary folder (gone once the graphs are loaded) and
+    loaded on ONNX Runtime with `threads` intra-op threads (default: torch's): the benchmark's rows."""
+    threads = threads or torch.get_num_threads()
+    with tempfile.TemporaryDirectory(prefix="glat-onnx-") as folder:
+        export_onnx(model, folder, int8=True)
+        return {
+            variant: GlatOnnxModel.from_pretrained(folder, int8=variant == "int8", threads=threads)
+            for variant in ("fp32", "int8")
+        }
 
 
 # ------------------------------------------------------------------------------------------------------ command

@@ -7,15 +7,14 @@
 
 Systems: AR greedy and beam 4, GLAT, GLAT + NPD (m = 3, 7; ranked by GLAT or by AR), GLAT+CTC, Mask-Predict (4, 10
 iterations), NAT (--nat_model), at batch size 1 and --batch_size, taking turns. No folders: random models of --preset,
-speed only. --int8 / --bf16 / --compile add variants, --ctranslate2 CTranslate2's AR rows. The method: README, "Speed".
+speed only. --int8 / --bf16 / --compile add variants, --ctranslate2 CTranslate2's AR rows, --onnxruntime GLAT's rows
+on ONNX Runtime (fp32, int8). The method: README, "Speed".
 """
 
 import argparse
 import ast
 import copy
-import ctypes
 import json
-import resource
 import statistics
 import time
 import warnings
@@ -33,6 +32,7 @@ from glat_hf import GlatConfig, GlatForConditionalGeneration, GlatTrainingArgume
 from glat_hf.baseline import marian_baseline, marian_baseline_config
 from glat_hf.configuration_glat import PRESETS, preset_sizes
 from glat_hf.data import column, load_multi30k
+from glat_hf.measurement import CpuMemory, timed
 from glat_hf.metrics import bleu_by_length, corpus_bleu, repetition_ratio
 from glat_hf.trainer import GlancingPolicy
 from glat_hf.translation import check_vocabulary, max_source_tokens, resolve_device, translate
@@ -91,6 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     timing.add_argument("--bf16", action="store_true", help="Add a bfloat16 variant (AVX512-BF16 or AMX CPUs, GPUs).")
     timing.add_argument("--compile", action="store_true", help="Add a variant with GLAT's stacks under torch.compile.")
     timing.add_argument("--ctranslate2", action="store_true", help="Add CTranslate2's AR rows (extra bench).")
+    timing.add_argument("--onnxruntime", action="store_true", help="Add GLAT's rows on ONNX Runtime (extra onnx).")
     timing.add_argument("--no_training_cost", action="store_true", help="Skip the training-step measurement.")
     timing.add_argument("--train_steps", type=int, default=5, help="Timed training steps of each model (quick 2).")
     timing.add_argument("--train_batch_size", type=int, default=64, help="Pairs of the training batch (quick 16).")
@@ -108,8 +109,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.overrides = config_fields(args.config_overrides)
     except ValueError as error:
         parser.error(str(error))
-    if args.int8 and args.device.type != "cpu":
-        parser.error("--int8 (dynamic quantisation) runs on CPU only.")
+    if (args.int8 or args.onnxruntime) and args.device.type != "cpu":
+        parser.error("--int8 (dynamic quantisation) and --onnxruntime run on CPU only.")
     for name in ("num_sentences", "latency_sentences", "batch_size", "repeats", "train_steps", "train_batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1.")
@@ -230,6 +231,11 @@ def variants(args, base: dict[str, nn.Module], tokenizer) -> list[tuple[str, dic
         from glat_hf.ctranslate2_baseline import converted_translators
 
         result += [(variant, {"ar": ct2}) for variant, ct2 in converted_translators(base["ar"], tokenizer).items()]
+    if args.onnxruntime:  # the GLAT models exported, with torch's thread count; the PyTorch AR model reranks
+        from glat_hf.onnx import exported_models
+
+        graphs = {kind: exported_models(model) for kind, model in base.items() if kind != "ar"}
+        result += [(variant, {kind: pair[variant] for kind, pair in graphs.items()}) for variant in ("fp32", "int8")]
     return result
 
 
@@ -243,7 +249,7 @@ class Run:
     kwargs: dict
     trained: bool
     random_ar: bool  # generates exactly the batch's longest reference length (README, "Speed")
-    engine: str  # what runs it: torch (GLAT's own code), transformers (generate), ctranslate2
+    engine: str  # what runs it: torch (GLAT's own code), transformers (generate), ctranslate2, onnxruntime
 
     def decode(self, batch: Batch) -> torch.Tensor:
         length = batch.target_length
@@ -251,13 +257,16 @@ class Run:
         return self.model.generate(**batch.inputs, **self.kwargs, **lengths)
 
 
-def runs(variant: str, models: dict[str, nn.Module], trained: set[str]) -> list[Run]:
-    """The systems of SYSTEMS whose model is there, in one variant; `trained` names the models loaded from folders."""
+def runs(variant: str, models: dict[str, nn.Module], trained: set[str], base: dict[str, nn.Module]) -> list[Run]:
+    """The systems of SYSTEMS whose model is there, in one variant; `trained` names the models loaded from folders;
+    a reranker the variant lacks (ONNX Runtime's) is `base`'s."""
     result = []
     for name, kind, kwargs in SYSTEMS:
         if kind in models:
             model, uses_trained = models[kind], {kind, kwargs.get("reranker", kind)} <= trained
-            kwargs = {key: models[value] if key == "reranker" else value for key, value in kwargs.items()}
+            kwargs = {
+                key: models.get(value, base[value]) if key == "reranker" else value for key, value in kwargs.items()
+            }
             engine = getattr(model, "engine", "transformers" if kind == "ar" else "torch")  # CTranslate2Translator's
             result.append(Run(name, variant, model, kwargs, uses_trained, kind == "ar" and not uses_trained, engine))
     return result
@@ -269,44 +278,9 @@ def slug(name: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- time and memory
-def timed(work, device: torch.device) -> float:
-    """Seconds of `work()`, with the GPU's queue emptied before and after."""
-    synchronize = torch.cuda.synchronize if device.type == "cuda" else lambda: None
-    synchronize()
-    start = time.perf_counter()
-    work()
-    synchronize()
-    return time.perf_counter() - start
-
-
 def timed_pass(decode, batches: list[Batch], device: torch.device) -> float:
     with torch.inference_mode():
         return timed(lambda: [decode(batch) for batch in batches], device)
-
-
-class CpuMemory:
-    """Peak resident memory of a block minus the resident memory before it (Linux; BENCHMARK_METHOD.md)."""
-
-    def __enter__(self):
-        libc = ctypes.CDLL(None)
-        if hasattr(libc, "malloc_trim"):  # glibc
-            libc.malloc_trim(0)
-        try:
-            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-            self.exact = True
-        except OSError:
-            self.exact = False
-        self.before = self._bytes("VmRSS")
-        return self
-
-    def __exit__(self, *exc):
-        self.peak_mb = max(self._bytes("VmHWM") - self.before, 0) / 2**20
-
-    def _bytes(self, field_name: str) -> int:
-        if not self.exact:
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        lines = Path("/proc/self/status").read_text().splitlines()
-        return next(int(line.split()[1]) * 1024 for line in lines if line.startswith(field_name + ":"))
 
 
 def peak_memory(run: Run, batches: list[Batch], device, cpu_memory: CpuMemory) -> tuple[float, list[torch.Tensor]]:
@@ -482,7 +456,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"{millions['ar']:.1f}M parameters; trained: {', '.join(sorted(trained)) or 'none (random: speed only)'}"
     )
 
-    all_runs = [run for variant, models in variants(args, base, tokenizer) for run in runs(variant, models, trained)]
+    all_runs = [
+        run for variant, models in variants(args, base, tokenizer) for run in runs(variant, models, trained, base)
+    ]
     rows = benchmark_decoding(args, all_runs, tokenizer, sources, references, single, batched, max_source)
     if not args.no_training_cost:
         print("  training cost", flush=True)
