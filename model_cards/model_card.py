@@ -28,7 +28,8 @@ DEFAULT_LICENSE = "apache-2.0"
 KNOWN_DATASETS = {"multi30k": {"name": "Multi30k", "validation": "val", "test": "test_2016_flickr"}}
 # The columns of training/benchmark.py rows that the card shows, in this order, where some row fills them.
 DECODE_COLUMNS = tuple(
-    "system variant engine device batch_size latency_ms sentences_per_s speedup_vs_ar_greedy bleu".split()
+    "system variant engine device batch_size latency_ms sentences_per_s speedup_vs_ar_greedy "
+    "speedup_vs_ct2_int8_greedy bleu".split()
 )
 TRAIN_COLUMNS = tuple("system variant device batch_size step_ms tokens_per_s ratio_vs_nat".split())
 # Checkpoints stay local, and so do Trainer's pickles: the Hub gets safetensors and JSON only.

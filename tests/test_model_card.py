@@ -201,6 +201,19 @@ def test_speed_rows_from_a_benchmark_json(tokenizer, tmp_path):
     assert "Not measured" not in text and "BLEU" not in text.split("## Speed")[1].split("## Limitations")[0]
 
 
+def test_speedup_over_ctranslate2_gets_its_column_where_rows_have_it(tokenizer, tmp_path):
+    folder = make_output_folder(tmp_path / "glat", tokenizer)
+    rows = [dict(row, engine="onnxruntime", speedup_vs_ct2_int8_greedy=6.25) for row in BENCHMARK[1:2]]
+    rows += [dict(BENCHMARK[0], engine="ctranslate2", speedup_vs_ct2_int8_greedy=1.0)]
+    benchmark = tmp_path / "benchmark.json"
+    benchmark.write_text(json.dumps(rows))
+    text = write(folder, benchmark=benchmark).text
+    header = "| system | engine | device | batch | latency (ms) | sentences/s | speed-up vs AR greedy | speed-up vs "
+    assert header + "CTranslate2 int8 AR greedy |\n|---" in text
+    assert "| GLAT | onnxruntime | cpu | 1 | 6.50 | 153.8 | 7.72x | 6.25x |" in text
+    assert "| AR greedy | ctranslate2 | cpu | 1 | 50.2 | 19.9 | 1.00x | 1.00x |" in text
+
+
 @pytest.mark.parametrize("content", [{"rows": BENCHMARK}, [], [["GLAT", 6.5]], "not json {"])
 def test_benchmark_of_another_shape_is_a_clear_error(content, tokenizer, tmp_path, capsys):
     """Only the list of rows that training/benchmark.py --output writes is read; anything else names the file."""
