@@ -8,7 +8,9 @@ Works for GLAT models (single pass, NPD with self or AR reranking, Mask-Predict 
 autoregressive MarianMTModel (`--num_beams`). BLEU is sacreBLEU on the detokenized output against the raw
 references, with its signature. For a GLAT model with a length predictor a row also carries the BLEU with the
 reference length given (`oracle_length_bleu`: decoder quality apart from length prediction) and how often the
-predicted length is the reference's (`length_prediction`). A row with the same system, data and test set is
+predicted length is the reference's (`length_prediction`), and whether the decoder uses glanced words
+(`glanced_accuracy`: its token accuracy on the other positions, with reference words glanced at random
+positions and without; the two passes of glancing training). A row with the same system, data and test set is
 replaced in place, so rerunning a command updates its rows. `--table FILE` prints a results file as Markdown.
 """
 
@@ -28,6 +30,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import glat_hf  # noqa: F401  (registers "glat" with the Auto classes)
 from glat_hf.data import column, load_multi30k, load_parallel_folder
+from glat_hf.glancing import select_glance_positions
 from glat_hf.metrics import corpus_bleu, repetition_ratio
 from glat_hf.modeling_glat import GlatForConditionalGeneration
 from glat_hf.translation import resolve_device, translate
@@ -135,6 +138,34 @@ def predicted_lengths(model, tokenizer, sources, batch_size: int) -> torch.Tenso
             states = model.model.encode(batch["input_ids"], batch["attention_mask"]).last_hidden_state
             lengths.append(model.length_scores(states, batch["attention_mask"])[:, 1:].argmax(-1).cpu() + 1)
     return torch.cat(lengths)
+
+
+def glanced_accuracy(model, tokenizer, sources, references, batch_size: int, fraction=0.25, seed=0) -> dict:
+    """Token accuracy on the positions not glanced, at the reference length, without and with `fraction` of the
+    reference words glanced at random positions (the decoder input of training's pass 2, paper eq. 5). A decoder
+    that has learned the dependencies among target words gains from them; one that has not stays level."""
+    generator, right, total = torch.Generator().manual_seed(seed), torch.zeros(2), 0
+    max_target = model.config.max_target_length
+    with torch.inference_mode():
+        for start in range(0, len(sources), batch_size):
+            limits = dict(return_tensors="pt", padding=True, truncation=True)
+            batch = tokenizer(
+                list(sources[start : start + batch_size]), max_length=model.config.max_source_positions, **limits
+            )
+            labels = tokenizer(
+                text_target=list(references[start : start + batch_size]), max_length=max_target, **limits
+            )
+            labels = labels["input_ids"].masked_fill(labels["attention_mask"] == 0, -100)
+            mask = labels != -100
+            glanced = select_glance_positions((mask.sum(1) * fraction).long(), mask, generator=generator)
+            batch, labels, glanced, mask = (x.to(model.device) for x in (batch, labels, glanced, mask))
+            rest = mask & ~glanced
+            for index, glance in enumerate((None, glanced)):
+                logits = model(**batch, labels=labels, glance_mask=glance, glance_ids=labels.clamp(min=0)).logits
+                right[index] += float(((logits.argmax(-1) == labels) & rest).sum())
+            total += int(rest.sum())
+    accuracy, with_glance = (round(float(value) / max(total, 1), 4) for value in right)
+    return {"fraction": fraction, "accuracy": accuracy, "accuracy_glanced": with_glance}
 
 
 def length_prediction(predicted: torch.Tensor, reference: torch.Tensor) -> dict:
@@ -280,11 +311,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 **{**settings, "length_beam_size": 1},
             )
             row["oracle_length_bleu"] = round(corpus_bleu(oracle, references)["score"], 2)
+            row["glanced_accuracy"] = glanced_accuracy(model, tokenizer, sources, references, args.batch_size)
         rows.append(row)
         extra = f", oracle length {row['oracle_length_bleu']:.2f}" if "oracle_length_bleu" in row else ""
         print(
             f"{args.system} [{args.data}] {split}: BLEU {row['bleu']:.2f}{extra} ({bleu['signature']}), "
-            f"repetition {row['repetition_ratio']:.3f}, {seconds:.1f} s, lengths {row.get('length_prediction')}"
+            f"repetition {row['repetition_ratio']:.3f}, {seconds:.1f} s, lengths {row.get('length_prediction')}, "
+            f"glanced {row.get('glanced_accuracy')}"
         )
         merge_rows(args.results, rows[-1:])  # each test set as soon as it is done
     return rows
