@@ -395,3 +395,4 @@ def write_card(model_args, data_args, training_args, names) -> None:
 
 if __name__ == "__main__":
     main()
+    PartialState().destroy_process_group()  # joins gloo's threads: left to exit, a process can abort
