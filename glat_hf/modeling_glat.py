@@ -72,14 +72,17 @@ def _unreadable_safetensors(folder: str) -> list[str]:
 
 
 def _lengths_to_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
-    """(B,) lengths -> (B, L) bool, True on the first `length` positions."""
-    max_len = int(lengths.max()) if max_len is None else max_len
-    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+    """(B,) lengths -> (B, L) bool, True on the first `length` positions (L: the longest, or `max_len`).
+
+    arange of the tensor max, not of int(max): an ONNX trace (glat_hf.onnx) keeps L dynamic."""
+    end = lengths.max() if max_len is None else max_len
+    return torch.arange(end, device=lengths.device)[None, :] < lengths[:, None]
 
 
-def _repeat_rows(tensor: torch.Tensor, times: int) -> torch.Tensor:
-    """Each row `times` times, the copies adjacent: the layout of the length candidates of one source."""
-    return tensor.repeat_interleave(times, dim=0) if times > 1 else tensor
+def _repeat_rows(tensor: torch.Tensor, times: int | torch.Tensor) -> torch.Tensor:
+    """Each row `times` times, the copies adjacent: the layout of the length candidates of one source.
+    `times` may be a 0-d tensor (the ONNX graph's length_beam_size input)."""
+    return tensor if isinstance(times, int) and times == 1 else tensor.repeat_interleave(times, dim=0)
 
 
 def default_generation_config(config: GlatConfig) -> GenerationConfig:
@@ -124,12 +127,12 @@ def generation_settings(
     return attention_mask, length_beam_size, num_iterations, max_length
 
 
-def top_length_mask(length_logits: torch.Tensor, length_beam_size: int, max_length: int) -> torch.Tensor:
-    """(B*m, T) decoder mask of the top-m lengths in 1..max_length of each source; its candidates are adjacent rows."""
+def top_lengths(length_logits: torch.Tensor, length_beam_size: int, max_length: int) -> torch.Tensor:
+    """(B*m,) the top-m lengths in 1..max_length of each source, adjacent: the layout of its candidates.
+    Integers here; 0-d tensors in the ONNX graph, which takes both as inputs."""
     allowed = torch.arange(length_logits.shape[-1], device=length_logits.device)
     allowed = (allowed >= 1) & (allowed <= max_length)
-    lengths = length_logits.masked_fill(~allowed, float("-inf")).topk(length_beam_size, dim=-1).indices
-    return _lengths_to_mask(lengths.flatten())
+    return length_logits.masked_fill(~allowed, float("-inf")).topk(length_beam_size, dim=-1).indices.flatten()
 
 
 def remask_positions(decoder_mask, scores, iteration: int, total: int) -> torch.Tensor:
@@ -794,7 +797,7 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
             decoder_mask = _lengths_to_mask(target_lengths)
         else:
             length_logits = self.length_scores(encoder_outputs.last_hidden_state, attention_mask)
-            decoder_mask = top_length_mask(length_logits, length_beam_size, max_length)
+            decoder_mask = _lengths_to_mask(top_lengths(length_logits, length_beam_size, max_length))
 
         # Every length candidate in one batch. The decoder input copied from the source is the same in
         # every Mask-Predict iteration, so it is built once (what GlatModel.forward does, split in two).

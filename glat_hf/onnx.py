@@ -1,4 +1,4 @@
-"""GLAT on ONNX Runtime: export a model to two graphs, and a runtime with the `generate` of the PyTorch model.
+"""GLAT on ONNX Runtime: export a model to ONNX, and a runtime with the `generate` of the PyTorch model.
 
     glat-export outputs/glat-multi30k-en-de --int8      # writes the graphs into the model folder
 
@@ -7,21 +7,23 @@
 
 The graphs (beside config.json and the tokenizer; `.int8.onnx` for the dynamically quantized ones):
 
-- `encoder_model.onnx`: (input_ids, attention_mask) (B, S) -> encoder_states (B, S', d) and, unless the model is
-  CTC, length_logits (B, max_target_length + 1), the scores of each target length.
-- `decoder_model.onnx`: one parallel decoder pass over N = B x m rows (m length candidates per source, adjacent):
-  (input_ids, attention_mask) (N, S) the source of each row, encoder_states (B, S', d) and encoder_attention_mask
-  (B, S) once per source (cross-attention folds a source's candidates), decoder_mask (N, T) bool, glance_ids (N, T)
-  (a token id where the decoder input is that token's embedding, -1 where it is copied from the source) ->
-  tokens (N, T) the argmax, and token_scores (N, T) its log-probability (max - logsumexp); padding gets
-  pad_token_id and score 0.
+- `model.onnx`: `generate`'s first pass in one session call. (input_ids, attention_mask) (B, S), length_beam_size m
+  and max_length (0-d), target_lengths (B,) (a length to decode, 0 where the graph predicts it) -> the encoder, the
+  top-m lengths in 1..max_length (CTC models: upsample_ratio x the source length), the decoder input copied from
+  the source for each of the N = B x m candidate rows (a source's candidates adjacent), one decoder pass ->
+  tokens (N, T) the argmax, token_scores (N, T) its log-probability (max - logsumexp), decoder_mask (N, T) and
+  encoder_states (B, S', d). Padding gets pad_token_id and score 0.
+- `decoder_model.onnx`: the decoder pass again, for Mask-Predict refinement: (input_ids, attention_mask) (N, S),
+  encoder_states and encoder_attention_mask (B, S) once per source (cross-attention folds a source's candidates),
+  decoder_mask (N, T) bool, glance_ids (N, T) (a token id where the decoder input is that token's embedding, -1
+  where it is copied from the source) -> tokens and token_scores as above.
 
-Batch, source and target lengths are dynamic, and padding is handled inside the graphs (the trace runs on a padded
-example, with the mask always built). What happens between the passes is small and runs here in PyTorch, with
-the same code as `GlatForConditionalGeneration.generate`: the top-m lengths of noisy parallel decoding, the
-Mask-Predict choice of tokens to re-predict (the decoder graph again, kept tokens as glanced inputs), the CTC
-collapse, the choice of the best candidate, or its scores by an autoregressive reranker (a transformers model,
-run in PyTorch).
+Batch, source and target lengths and m are dynamic, and padding is handled inside the graphs (the trace runs on a
+padded example, with the mask always built). What remains after the first pass is small and runs here in
+PyTorch, with the code of `GlatForConditionalGeneration.generate`: the Mask-Predict choice of tokens to
+re-predict, the CTC collapse, the choice of the best candidate, or its scores by an autoregressive reranker (a
+transformers model, run in PyTorch). One session call instead of an encoder call and a decoder call with Python
+between them took a tenth off a sentence at batch 1 and off a batch of 64 (int8, one thread, 2-core AMD EPYC).
 
 onnxruntime, onnx and onnxscript are an optional extra: `pip install glat-hf[onnx]`.
 """
@@ -37,6 +39,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import GenerationConfig, PreTrainedModel
@@ -52,21 +55,30 @@ from .modeling_glat import (
     default_generation_config,
     generation_settings,
     remask_positions,
-    top_length_mask,
+    top_lengths,
 )
 
 PROG = "glat-export"
-ENCODER_FILE, DECODER_FILE = "encoder_model.onnx", "decoder_model.onnx"
+MODEL_FILE, DECODER_FILE = "model.onnx", "decoder_model.onnx"
+OLD_ENCODER_FILE = "encoder_model.onnx"  # the first pass was two graphs before model.onnx
 OPSET = 18
-ENCODER_INPUTS = ("input_ids", "attention_mask")
-DECODER_INPUTS = ENCODER_INPUTS + ("encoder_states", "encoder_attention_mask", "decoder_mask", "glance_ids")
+MODEL_INPUTS = ("input_ids", "attention_mask", "length_beam_size", "max_length", "target_lengths")
+MODEL_OUTPUTS = ("tokens", "token_scores", "decoder_mask", "encoder_states")
+DECODER_INPUTS = (
+    "input_ids",
+    "attention_mask",
+    "encoder_states",
+    "encoder_attention_mask",
+    "decoder_mask",
+    "glance_ids",
+)
 
 
 def graph_files(int8: bool = False) -> tuple[str, str]:
-    """The file names of the encoder and decoder graphs, fp32 or dynamically quantized to int8."""
+    """The file names of the first-pass and the decoder graphs, fp32 or dynamically quantized to int8."""
     if not int8:
-        return ENCODER_FILE, DECODER_FILE
-    return tuple(name.replace(".onnx", ".int8.onnx") for name in (ENCODER_FILE, DECODER_FILE))
+        return MODEL_FILE, DECODER_FILE
+    return tuple(name.replace(".onnx", ".int8.onnx") for name in (MODEL_FILE, DECODER_FILE))
 
 
 def _require_onnx_extra(*modules: str):
@@ -81,42 +93,59 @@ def _require_onnx_extra(*modules: str):
 
 
 # ------------------------------------------------------------------------------------------------------- export
-class _EncoderGraph(nn.Module):
-    """What the encoder graph computes: GlatModel.encode and, without CTC, the length scores."""
-
-    def __init__(self, model: GlatForConditionalGeneration):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask):
-        states = self.model.model.encode(input_ids, attention_mask).last_hidden_state
-        if self.model.config.use_ctc:
-            return (states,)
-        return states, self.model.length_scores(states, attention_mask)
-
-
-class _DecoderGraph(nn.Module):
-    """What the decoder graph computes: the decoder input copied from the source (glanced tokens where
-    glance_ids >= 0), one decoder pass, and the tokens and scores of GlatForConditionalGeneration._decode.
+def _decode_rows(model, input_ids, attention_mask, encoder_states, encoder_attention_mask, decoder_mask, glance_ids):
+    """The decoder input copied from the source (glanced tokens where glance_ids >= 0; None: none), one decoder
+    pass, and the tokens and scores of GlatForConditionalGeneration._decode.
 
     Only the real positions go through the output layer, as _decode does on CPU. The argmax and its
     log-probability (max - logsumexp there) are read from one LogSoftmax and a TopK of 1: ONNX Runtime's
     ReduceLogSumExp, ReduceMax and ArgMax took 90 ms where these take 16 (960 x 8000 logits, one thread).
     """
+    glat = model.model
+    glanced = None if glance_ids is None else glance_ids >= 0
+    inputs = glat.decoder_inputs(input_ids, attention_mask, decoder_mask, glanced, glance_ids)
+    hidden = glat.decoder(inputs, decoder_mask, encoder_states, glat.encoder_mask(encoder_attention_mask))
+    log_probs = torch.log_softmax(model.lm_head(hidden[decoder_mask]).float(), dim=-1)
+    scores, tokens = log_probs.topk(1, dim=-1)
+    pad = torch.full(decoder_mask.shape, model.config.pad_token_id, dtype=torch.long)
+    tokens = pad.masked_scatter(decoder_mask, tokens[:, 0])  # back to (N, T): padding gets pad_token_id
+    return tokens, torch.zeros(decoder_mask.shape).masked_scatter(decoder_mask, scores[:, 0])  # and score 0
+
+
+class _FirstPassGraph(nn.Module):
+    """What model.onnx computes: `generate` up to its first decoder pass, with the same functions (encode,
+    length_scores, top_lengths, ctc_decoder_mask, decoder_inputs), for m candidates per source."""
+
+    def __init__(self, model: GlatForConditionalGeneration):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, length_beam_size, max_length, target_lengths):
+        model = self.model
+        states = model.model.encode(input_ids, attention_mask).last_hidden_state
+        if model.config.use_ctc:
+            decoder_mask, candidates = model.ctc_decoder_mask(attention_mask), 1
+        else:
+            length_logits = model.length_scores(states, attention_mask)
+            predicted = top_lengths(length_logits, length_beam_size, max_length)
+            given = _repeat_rows(target_lengths, length_beam_size)  # oracle lengths, where not 0
+            decoder_mask, candidates = _lengths_to_mask(torch.where(given > 0, given, predicted)), length_beam_size
+        rows = (_repeat_rows(input_ids, candidates), _repeat_rows(attention_mask, candidates))
+        tokens, scores = _decode_rows(model, *rows, states, attention_mask, decoder_mask, None)
+        return tokens, scores, decoder_mask, states
+
+
+class _DecoderGraph(nn.Module):
+    """What decoder_model.onnx computes: one decoder pass over given rows and glanced tokens (_decode_rows)."""
 
     def __init__(self, model: GlatForConditionalGeneration):
         super().__init__()
         self.model = model
 
     def forward(self, input_ids, attention_mask, encoder_states, encoder_attention_mask, decoder_mask, glance_ids):
-        glat = self.model.model
-        inputs = glat.decoder_inputs(input_ids, attention_mask, decoder_mask, glance_ids >= 0, glance_ids)
-        hidden = glat.decoder(inputs, decoder_mask, encoder_states, glat.encoder_mask(encoder_attention_mask))
-        log_probs = torch.log_softmax(self.model.lm_head(hidden[decoder_mask]).float(), dim=-1)
-        scores, tokens = log_probs.topk(1, dim=-1)
-        pad = torch.full(decoder_mask.shape, self.model.config.pad_token_id, dtype=torch.long)
-        tokens = pad.masked_scatter(decoder_mask, tokens[:, 0])  # back to (N, T): padding gets pad_token_id
-        return tokens, torch.zeros(decoder_mask.shape).masked_scatter(decoder_mask, scores[:, 0])  # and score 0
+        return _decode_rows(
+            self.model, input_ids, attention_mask, encoder_states, encoder_attention_mask, decoder_mask, glance_ids
+        )
 
 
 def _example_inputs(config: GlatConfig):
@@ -152,7 +181,7 @@ def _export(module, args, path, input_names, output_names, dynamic_axes):
 
 
 def export_onnx(model_dir_or_model, output_dir=None, int8: bool = False, tokenizer=None) -> list[Path]:
-    """Write the encoder and decoder graphs of a GLAT model (and with `int8` their dynamically quantized copies,
+    """Write the first-pass and decoder graphs of a GLAT model (and with `int8` their dynamically quantized copies,
     `quantize_dynamic(..., weight_type=QInt8)`) into `output_dir`, by default the model folder itself.
 
     `model_dir_or_model` is a saved model folder or a GlatForConditionalGeneration (then `output_dir` is
@@ -210,37 +239,26 @@ def export_onnx(model_dir_or_model, output_dir=None, int8: bool = False, tokeniz
 def _export_graphs(model: GlatForConditionalGeneration, output_dir: Path) -> list[Path]:
     config = model.config
     input_ids, attention_mask, rows, decoder_mask, glance_ids = _example_inputs(config)
-    source_axes, state_axes = {0: "batch", 1: "source_length"}, {0: "batch", 1: "encoder_length"}
-    encoder_outputs = ("encoder_states",) if config.use_ctc else ("encoder_states", "length_logits")
-    encoder_axes = dict(input_ids=source_axes, attention_mask=source_axes, encoder_states=state_axes)
-    if not config.use_ctc:
-        encoder_axes["length_logits"] = {0: "batch"}
+    sources, states = {0: "batch", 1: "source_length"}, {0: "batch", 1: "encoder_length"}
+    candidate_sources, targets = {0: "rows", 1: "source_length"}, {0: "rows", 1: "target_length"}
+    first_pass_args = (input_ids, attention_mask, torch.tensor(rows), torch.tensor(config.max_target_length))
+    first_pass_args += (torch.zeros(input_ids.shape[0], dtype=torch.long),)
+    first_pass_axes = dict(
+        input_ids=sources, attention_mask=sources, target_lengths={0: "batch"}, encoder_states=states
+    )
+    first_pass_axes.update(tokens=targets, token_scores=targets, decoder_mask=targets)
+    decoder_axes = dict(input_ids=candidate_sources, attention_mask=candidate_sources, encoder_states=states)
+    decoder_axes.update(encoder_attention_mask=sources, decoder_mask=targets, glance_ids=targets)
+    decoder_axes.update(tokens=targets, token_scores=targets)
     with torch.no_grad():
-        encoder = _EncoderGraph(model)
-        encoder_path = output_dir / ENCODER_FILE
-        _export(encoder, (input_ids, attention_mask), encoder_path, ENCODER_INPUTS, encoder_outputs, encoder_axes)
-        encoder_states = encoder(input_ids, attention_mask)[0]
-        row_source_axes, target_axes = {0: "rows", 1: "source_length"}, {0: "rows", 1: "target_length"}
-        decoder_axes = dict(
-            input_ids=row_source_axes,
-            attention_mask=row_source_axes,
-            encoder_states=state_axes,
-            encoder_attention_mask=source_axes,
-            decoder_mask=target_axes,
-            glance_ids=target_axes,
-            tokens=target_axes,
-            token_scores=target_axes,
-        )
-        args = (_repeat_rows(input_ids, rows), _repeat_rows(attention_mask, rows), encoder_states, attention_mask)
-        _export(
-            _DecoderGraph(model),
-            args + (decoder_mask, glance_ids),
-            output_dir / DECODER_FILE,
-            DECODER_INPUTS,
-            ("tokens", "token_scores"),
-            decoder_axes,
-        )
-    return [output_dir / ENCODER_FILE, output_dir / DECODER_FILE]
+        first_pass = _FirstPassGraph(model)
+        _export(first_pass, first_pass_args, output_dir / MODEL_FILE, MODEL_INPUTS, MODEL_OUTPUTS, first_pass_axes)
+        encoder_states = first_pass(*first_pass_args)[3]
+        decoder_args = (_repeat_rows(input_ids, rows), _repeat_rows(attention_mask, rows), encoder_states)
+        decoder_args += (attention_mask, decoder_mask, glance_ids)
+        outputs = ("tokens", "token_scores")
+        _export(_DecoderGraph(model), decoder_args, output_dir / DECODER_FILE, DECODER_INPUTS, outputs, decoder_axes)
+    return [output_dir / MODEL_FILE, output_dir / DECODER_FILE]
 
 
 def _load_tokenizer(folder: Path):
@@ -266,12 +284,13 @@ class GlatOnnxModel:
     device = torch.device("cpu")
     dtype = torch.float32
 
-    def __init__(self, config: GlatConfig, generation_config: GenerationConfig, encoder, decoder, name_or_path=""):
+    def __init__(self, config: GlatConfig, generation_config: GenerationConfig, first_pass, decoder, name_or_path=""):
         self.config = config
         self.generation_config = generation_config
-        self.encoder_session = encoder
-        self.decoder_session = decoder
+        self.first_pass_session = first_pass  # model.onnx
+        self.decoder_session = decoder  # decoder_model.onnx, for Mask-Predict
         self.name_or_path = str(name_or_path)
+        self._first_pass_inputs = {node.name for node in first_pass.get_inputs()}  # CTC graphs have no lengths
         self._decoder_inputs = {node.name for node in decoder.get_inputs()}
 
     @classmethod
@@ -291,11 +310,16 @@ class GlatOnnxModel:
         if threads is not None:
             options.intra_op_num_threads = threads
         sessions = []
-        for name, expected in zip(graph_files(int8), (ENCODER_INPUTS, DECODER_INPUTS)):
+        for name, expected in zip(graph_files(int8), (MODEL_INPUTS, DECODER_INPUTS)):
             path = folder / name
             if not path.is_file():
+                earlier = (
+                    " (the graphs there are of an earlier glat-export)"
+                    if (folder / OLD_ENCODER_FILE).is_file()
+                    else ""
+                )
                 raise FileNotFoundError(
-                    f"{path} not found: export the graphs first with `{PROG} {folder}{' --int8' if int8 else ''}`"
+                    f"{path} not found{earlier}: export the graphs with `{PROG} {folder}{' --int8' if int8 else ''}`"
                 )
             try:
                 session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -328,7 +352,7 @@ class GlatOnnxModel:
         return self
 
     def __repr__(self):
-        return f"{type(self).__name__}({self.name_or_path!r}, {self.encoder_session.get_modelmeta().graph_name})"
+        return f"{type(self).__name__}({self.name_or_path!r}, {self.first_pass_session.get_modelmeta().graph_name})"
 
     @torch.inference_mode()
     def generate(
@@ -367,33 +391,35 @@ class GlatOnnxModel:
         input_ids, attention_mask = input_ids.long(), torch.as_tensor(attention_mask).long()
         self._check_source_fits(input_ids, attention_mask)
 
-        encoder_outputs = self.encoder_session.run(
-            None, {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
-        )
-        if config.use_ctc:
-            decoder_mask = GlatForConditionalGeneration.ctc_decoder_mask(self, attention_mask)
-        elif target_lengths is not None:
-            decoder_mask = _lengths_to_mask(target_lengths)
-        else:
-            decoder_mask = top_length_mask(torch.from_numpy(encoder_outputs[1]), length_beam_size, max_length)
-
+        if target_lengths is None:  # 0: the graph predicts the length
+            target_lengths = torch.zeros_like(input_ids[:, 0])
         feeds = {
-            "input_ids": _repeat_rows(input_ids, length_beam_size).numpy(),
-            "attention_mask": _repeat_rows(attention_mask, length_beam_size).numpy(),
-            "encoder_states": encoder_outputs[0],
-            "encoder_attention_mask": attention_mask.numpy(),
-            "decoder_mask": decoder_mask.numpy(),
+            "input_ids": input_ids.numpy(),
+            "attention_mask": attention_mask.numpy(),
+            "length_beam_size": np.array(length_beam_size, dtype=np.int64),
+            "max_length": np.array(max_length, dtype=np.int64),
+            "target_lengths": target_lengths.long().numpy(),
         }
-        feeds = {name: value for name, value in feeds.items() if name in self._decoder_inputs}
-        no_glance = torch.full(decoder_mask.shape, -1, dtype=torch.long)
-        tokens, token_scores = self._decode(feeds, no_glance)
-        for iteration in range(1, num_iterations):  # Mask-Predict, as GlatForConditionalGeneration._refine
+        outputs = self.first_pass_session.run(None, {name: feeds[name] for name in self._first_pass_inputs})
+        tokens, token_scores, decoder_mask = (torch.from_numpy(output) for output in outputs[:3])
+        if num_iterations > 1:  # Mask-Predict, as GlatForConditionalGeneration._refine, on the decoder graph
+            decoder_feeds = {
+                "input_ids": _repeat_rows(input_ids, length_beam_size).numpy(),
+                "attention_mask": _repeat_rows(attention_mask, length_beam_size).numpy(),
+                "encoder_states": outputs[3],
+                "encoder_attention_mask": feeds["attention_mask"],
+                "decoder_mask": outputs[2],
+            }
+            decoder_feeds = {name: value for name, value in decoder_feeds.items() if name in self._decoder_inputs}
+        for iteration in range(1, num_iterations):
             remask = remask_positions(decoder_mask, token_scores, iteration, num_iterations)
-            new_tokens, new_scores = self._decode(feeds, tokens.masked_fill(~(decoder_mask & ~remask), -1))
-            tokens = torch.where(remask, new_tokens, tokens)
-            token_scores = torch.where(remask, new_scores, token_scores)
+            glance_ids = tokens.masked_fill(~(decoder_mask & ~remask), -1)
+            new_tokens, new_scores = self.decoder_session.run(
+                None, {**decoder_feeds, "glance_ids": glance_ids.numpy()}
+            )
+            tokens = torch.where(remask, torch.from_numpy(new_tokens), tokens)
+            token_scores = torch.where(remask, torch.from_numpy(new_scores), token_scores)
 
-        tokens = tokens.masked_fill(~decoder_mask, config.pad_token_id)
         if config.use_ctc:
             return ctc_collapse(tokens, config.blank_token_id, config.pad_token_id, mask=decoder_mask)
         scores = None
@@ -403,11 +429,6 @@ class GlatOnnxModel:
             rerank = GlatForConditionalGeneration.reranker_scores
             scores = rerank(self, reranker, input_ids, attention_mask, tokens, length_beam_size)
         return best_candidates(tokens, decoder_mask, scores, length_beam_size)
-
-    def _decode(self, feeds: dict, glance_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feeds = {**feeds, "glance_ids": glance_ids.numpy()} if "glance_ids" in self._decoder_inputs else feeds
-        tokens, scores = self.decoder_session.run(None, feeds)
-        return torch.from_numpy(tokens), torch.from_numpy(scores)
 
     @property
     def prepends_length_token(self) -> bool:
@@ -438,7 +459,7 @@ def exported_models(model: GlatForConditionalGeneration, threads: int | None = N
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description=f"Export a saved GLAT model folder to ONNX ({ENCODER_FILE}, {DECODER_FILE}) for ONNX Runtime.",
+        description=f"Export a saved GLAT model folder to ONNX ({MODEL_FILE}, {DECODER_FILE}) for ONNX Runtime.",
     )
     parser.add_argument("model", help="folder of a saved GLAT model (save_pretrained)")
     parser.add_argument("--int8", action="store_true", help="also write int8 copies (dynamic quantization)")

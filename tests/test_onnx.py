@@ -7,6 +7,7 @@ rounding differences between the two engines could flip.
 import shutil
 import sys
 
+import numpy as np
 import pytest
 import torch
 from helpers import TINY_SIZES, read_pairs, tiny_marian, tokenizer_for
@@ -153,15 +154,16 @@ def test_the_graphs_handle_padding_whatever_batch_the_trace_ran_on(glat, data, t
     export_onnx(model, tmp_path)
     onnx_model = GlatOnnxModel.from_pretrained(tmp_path, threads=1)
     inputs = next(_batches(data))
-    states, length_logits = onnx_model.encoder_session.run(
-        None, {name: inputs[name].numpy() for name in ("input_ids", "attention_mask")}
+    feeds = {name: inputs[name].numpy() for name in ("input_ids", "attention_mask")}
+    feeds.update(length_beam_size=np.array(1), max_length=np.array(model.config.max_target_length))
+    tokens, _, decoder_mask, states = onnx_model.first_pass_session.run(
+        None, {**feeds, "target_lengths": np.zeros(len(inputs["input_ids"]), dtype=np.int64)}
     )
     with torch.no_grad():
         expected = model.model.encode(inputs["input_ids"], inputs["attention_mask"]).last_hidden_state
-        expected_lengths = model.length_scores(expected, inputs["attention_mask"])
     real = model.model.encoder_mask(inputs["attention_mask"])
     torch.testing.assert_close(torch.from_numpy(states)[real], expected[real], atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(torch.from_numpy(length_logits), expected_lengths, atol=1e-4, rtol=1e-4)
+    assert not decoder_mask.all() and torch.equal(torch.from_numpy(tokens), model.generate(**inputs))
     _assert_same(model, onnx_model, inputs, length_beam_size=3)
 
 
@@ -250,6 +252,10 @@ def test_a_missing_graph_is_named(glat, tmp_path):
     assert "glat-export" in str(error.value) and "--int8" in str(error.value)
     with pytest.raises(FileNotFoundError, match="config.json"):
         GlatOnnxModel.from_pretrained(tmp_path)
+    (tmp_path / "model" / graph_files(False)[0]).rename(tmp_path / "model" / "encoder_model.onnx")
+    with pytest.raises(FileNotFoundError, match="earlier glat-export") as error:  # a folder exported before model.onnx
+        GlatOnnxModel.from_pretrained(tmp_path / "model")
+    assert graph_files(False)[0] in str(error.value)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
@@ -266,7 +272,7 @@ def test_a_corrupt_graph_is_named(glat, tmp_path, damage):
 
 def test_session_threads_are_set_and_idle_threads_do_not_spin(glat):
     onnx_model = GlatOnnxModel.from_pretrained(glat[2], threads=2)
-    for session in (onnx_model.encoder_session, onnx_model.decoder_session):
+    for session in (onnx_model.first_pass_session, onnx_model.decoder_session):
         options = session.get_session_options()
         assert options.intra_op_num_threads == 2
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
