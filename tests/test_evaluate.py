@@ -106,3 +106,20 @@ def test_a_re_evaluated_row_keeps_its_place(tmp_path):
         row("C", 4.0),
     ]
     assert json.loads(path.read_text()) == [row("A", 3.0), row("B", 2.0), row("C", 4.0)]
+
+
+def test_a_checkpoint_row_takes_its_own_steps_and_the_seed_of_its_run(tmp_path):
+    """train.py writes training_args.json into the run folder only: a checkpoint's row reads the seed there, and
+    its own steps (not the run's final steps or wall time)."""
+    run = tmp_path / "run"
+    (run / "checkpoint-525").mkdir(parents=True)
+    (run / "training_args.json").write_text(json.dumps({"seed": 43}))
+    (run / "trainer_state.json").write_text(json.dumps({"global_step": 3150}))
+    (run / "train_results.json").write_text(json.dumps({"train_runtime": 3600.0}))
+    (run / "checkpoint-525" / "trainer_state.json").write_text(json.dumps({"global_step": 525}))
+    assert evaluate_model.training_facts(run / "checkpoint-525") == {
+        "steps": 525,
+        "seed": 43,
+        "train_wall_time_s": None,
+    }
+    assert evaluate_model.training_facts(run) == {"steps": 3150, "seed": 43, "train_wall_time_s": 3600.0}

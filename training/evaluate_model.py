@@ -85,14 +85,16 @@ def hardware() -> str:
 def training_facts(model_dir: Path) -> dict:
     """Steps, seed and wall time of the run that made `model_dir` (a train.py output folder or a checkpoint)."""
 
-    def read(name):
-        path = model_dir / name
+    def read(name, folder=model_dir):
+        path = folder / name
         return json.loads(path.read_text()) if path.is_file() else {}
 
     wall = read("train_results.json").get("train_runtime")
+    # A checkpoint-N folder has no training_args.json; the run folder it sits in has.
+    arguments = read("training_args.json") or read("training_args.json", model_dir.parent)
     return {
         "steps": read("trainer_state.json").get("global_step"),
-        "seed": read("training_args.json").get("seed"),
+        "seed": arguments.get("seed"),
         "train_wall_time_s": round(wall, 1) if wall else None,
     }
 

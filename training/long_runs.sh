@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The long runs of issue 12: GLAT, NAT-base (and GLAT+CTC) with today's defaults on the distilled Multi30k data,
+# one schedule of STEPS steps for every model and seed, evaluated at each third of it (predicted and oracle lengths,
+# the length predictor's report, glanced accuracy), so the rows show how the gap moves with the budget.
+#
+#   bash training/long_runs.sh [RUNS_DIR]                      (default outputs/long; run from the repo root)
+#   SEEDS="42 43" MODELS="glat nat" STEPS=3150 JOBS=2 bash training/long_runs.sh
+#
+# JOBS (default 1) trainings run side by side, each with OMP_NUM_THREADS=$THREADS (default: 1 when JOBS > 1): on
+# the 2-core CPU two runs of one thread each finish sooner than one after the other. On a GPU machine train.py
+# takes the GPU by itself; keep JOBS=1 there. A finished run is skipped and an interrupted one resumes from its
+# last checkpoint (saved every sixth of the schedule), so rerunning the script continues it. Rows go to RESULTS
+# (default results/multi30k_en_de.json) as "<system>, <STEPS>-step schedule, seed <seed>, at <k> steps".
+set -euo pipefail
+R=${1:-outputs/long}
+PY=${PYTHON:-.venv/bin/python}
+RESULTS=${RESULTS:-results/multi30k_en_de.json}
+DISTILLED=${DISTILLED:-${GLAT_DATA_DIR:?set GLAT_DATA_DIR or DISTILLED}/multi30k_distilled}
+STEPS=${STEPS:-3150}
+JOBS=${JOBS:-1}
+THREADS=${THREADS:-$([ "$JOBS" -gt 1 ] && echo 1 || nproc)}
+[ $((STEPS % 6)) = 0 ] || { echo "STEPS must be a multiple of 6 (checkpoints every sixth), got $STEPS" >&2; exit 2; }
+THIRD=$((STEPS / 3))
+declare -A RECIPE=([glat]=glat [nat]=nat [ctc]=glat_ctc)
+declare -A SYSTEM=([glat]=GLAT [nat]=NAT-base [ctc]="GLAT + CTC")
+declare -A METHOD=([glat]=glat [nat]=nat [ctc]=glat_ctc)
+mkdir -p "$R"
+
+train_command() {  # MODEL SEED: the train.py command line of one run
+  echo "python training/train.py training/recipes/multi30k_en_de_${RECIPE[$1]}.json --data_folder $DISTILLED" \
+    "--tokenizer_name $DISTILLED/teacher --max_steps $STEPS --eval_steps $THIRD --save_steps $((STEPS / 6))" \
+    "--save_total_limit 7 --seed $2 --output_dir $R/${1}_${STEPS}_s$2"
+}
+
+running=0
+for seed in ${SEEDS:-42 43}; do
+  for model in ${MODELS:-glat nat}; do
+    out="$R/${model}_${STEPS}_s$seed"
+    [ -f "$out/all_results.json" ] && continue
+    command=$(train_command "$model" "$seed")
+    OMP_NUM_THREADS=$THREADS $PY ${command#python } --disable_tqdm true > "$out.log" 2>&1 &
+    running=$((running + 1))
+    if [ "$running" -ge "$JOBS" ]; then wait -n; running=$((running - 1)); fi
+  done
+done
+wait
+
+for seed in ${SEEDS:-42 43}; do
+  for model in ${MODELS:-glat nat}; do
+    out="$R/${model}_${STEPS}_s$seed"
+    for step in $THIRD $((2 * THIRD)) $STEPS; do
+      checkpoint="$out/checkpoint-$step"
+      [ "$step" = "$STEPS" ] && checkpoint=$out  # the final model
+      $PY training/evaluate_model.py "$checkpoint" --system "${SYSTEM[$model]}, $STEPS-step schedule, seed $seed, at $step steps" \
+        --method "${METHOD[$model]}" --data distilled --data_folder "$DISTILLED" --results "$RESULTS" \
+        --train_command "$(train_command "$model" "$seed")" --skip_existing
+    done
+  done
+done
+$PY training/evaluate_model.py --table "$RESULTS"
