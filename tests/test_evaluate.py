@@ -61,6 +61,11 @@ def test_rows_carry_bleu_of_the_written_translations_and_the_length_predictor_re
     )
     assert report["distinct_lengths"] == len(set(predicted))
     assert report["mean_reference"] == pytest.approx(sum(reference) / COUNT, abs=0.01)
+    # the written translations' lengths, in tokens with </s> as the references': the same report
+    lines = written.split("\n")[:-1]
+    output = [len(ids) for ids in tokenizer(text_target=lines)["input_ids"]]
+    assert row["output_lengths"]["exact"] == pytest.approx(sum(o == r for o, r in zip(output, reference)) / COUNT)
+    assert row["output_lengths"]["mean_predicted"] == pytest.approx(sum(output) / COUNT, abs=0.01)
 
     # Oracle length: the same model decoding at the reference lengths, through generate's target_lengths.
     batch = tokenizer(sources, return_tensors="pt", padding=True)

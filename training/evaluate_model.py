@@ -8,7 +8,8 @@ Works for GLAT models (single pass, NPD with self or AR reranking, Mask-Predict 
 autoregressive MarianMTModel (`--num_beams`). BLEU is sacreBLEU on the detokenized output against the raw
 references, with its signature. For a GLAT model with a length predictor a row also carries the BLEU with the
 reference length given (`oracle_length_bleu`: decoder quality apart from length prediction) and how often the
-predicted length is the reference's (`length_prediction`), and whether the decoder uses glanced words
+predicted length is the reference's (`length_prediction`; `output_lengths`, in every row, is the same report for
+the written translations), and whether the decoder uses glanced words
 (`glanced_accuracy`: its token accuracy on the other positions, with reference words glanced at random
 positions and without; the two passes of glancing training). A row with the same system, data and test set is
 replaced in place, so rerunning a command updates its rows. `--table FILE` prints a results file as Markdown.
@@ -171,9 +172,9 @@ def glanced_accuracy(model, tokenizer, sources, references, batch_size: int, fra
 
 
 def length_prediction(predicted: torch.Tensor, reference: torch.Tensor) -> dict:
-    """The predicted lengths against the references' token counts (with `</s>`): the share exactly right and within
-    2 tokens, and how many distinct lengths are predicted. A predictor that has learned only the corpus' most
-    frequent lengths predicts one or two whatever the source."""
+    """Predicted (or written) lengths against the references' token counts (with `</s>`): the share exactly right
+    and within 2 tokens, and how many distinct lengths are predicted. A predictor that has learned only the
+    corpus' most frequent lengths predicts one or two whatever the source."""
     errors = (predicted - reference).abs().float()
     return {
         "exact": round(float((errors == 0).float().mean()), 4),
@@ -282,6 +283,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         )
         seconds = time.perf_counter() - started
         bleu = corpus_bleu(hypotheses, references)
+        reference = torch.tensor([len(ids) for ids in tokenizer(text_target=list(references))["input_ids"]])
+        written = torch.tensor([len(ids) for ids in tokenizer(text_target=list(hypotheses))["input_ids"]])
         out = model_dir / "predictions" / f"{args.system}.{args.data}.{split}.txt".replace(" ", "_").replace("/", "-")
         out.parent.mkdir(exist_ok=True)
         out.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
@@ -295,11 +298,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "decode_seconds": round(seconds, 1),
             "sentences": len(sources),
             "generation": {key: (args.reranker if key == "reranker" else value) for key, value in settings.items()},
+            # the translations' lengths against the references', for every system: what an AR model's
+            # lengths reach is the yardstick of a length predictor trained on its distillation
+            "output_lengths": length_prediction(written, reference),
             "model": str(model_dir),
             "command": " && ".join(filter(None, [args.train_command, command])),
         }
         if is_glat and not model.config.use_ctc:
-            reference = torch.tensor([len(ids) for ids in tokenizer(text_target=list(references))["input_ids"]])
             reference = reference.clamp(max=model.config.max_target_length)
             predicted = predicted_lengths(model, tokenizer, sources, args.batch_size)
             row["length_prediction"] = length_prediction(predicted, reference)
