@@ -74,7 +74,7 @@ def quick(benchmark, tmp_path_factory):
     """--quick with random models: (rows file, rows returned, printed)."""
     output = tmp_path_factory.mktemp("quick") / "rows.json"
     flags = ["--config_overrides", TINY, "--vocab_size", 300, "--tokenizer_pairs", 300]
-    returned, printed = run_main(benchmark, ["--quick", *flags, *CT2_FLAG, *SMALL, "--output", output])
+    returned, printed = run_main(benchmark, ["--quick", *flags, "--bf16", *CT2_FLAG, *SMALL, "--output", output])
     return output, returned, printed
 
 
@@ -148,13 +148,14 @@ def test_quick_random_models_report_every_system_speed_only(quick):
     table = check_rows(rows, SYSTEMS)
     assert all(row["bleu"] is None and row["repetition_ratio"] is None for row in table.values())
 
-    train = {row["system"]: row for row in rows if row["kind"] == "train"}
-    assert set(train) == TRAIN_SYSTEMS
-    nat = train["NAT training step"]
-    for row in train.values():
+    train = {(row["system"], row["variant"]): row for row in rows if row["kind"] == "train"}
+    assert set(train) == {(name, variant) for name in TRAIN_SYSTEMS for variant in ("fp32", "bf16")}  # --bf16
+    for (_, variant), row in train.items():
+        nat = train["NAT training step", variant]  # the ratio within a variant
         assert row["tokens_per_s"] == pytest.approx(row["target_tokens"] / (row["step_ms"] / 1000), rel=1e-9)
         assert row["ratio_vs_nat"] == pytest.approx(row["step_ms"] / nat["step_ms"], rel=1e-9)
         assert row["target_tokens"] == nat["target_tokens"] > 0 and row["batch_size"] == 6
+        assert row["step_ms"] == pytest.approx(statistics.median(row["step_runs_ms"]), rel=1e-9)
     assert all(name in printed for name in [*SYSTEMS, *TRAIN_SYSTEMS])  # a line a row as it goes
 
 
@@ -188,7 +189,8 @@ def test_report_prints_the_tables_and_the_speedup_figure_of_random_rows(report, 
     if CT2:
         assert "xct2i8" in table.splitlines()[2]
         assert all(f"\n{name:<28} ctranslate2  {variant:<7} |" in table for name, variant, _ in CT2_SYSTEMS)
-    assert all(name in printed.split("Training cost")[1] for name in TRAIN_SYSTEMS)
+    training = printed.split("Training cost")[1]
+    assert all(f"\n{name:<30} {variant:<7} |" in training for name in TRAIN_SYSTEMS for variant in ("fp32", "bf16"))
 
 
 def test_trained_models_add_bleu_repetition_and_the_nat_row(benchmark, trained, multi30k_dir):

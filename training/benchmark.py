@@ -370,7 +370,8 @@ def benchmark_decoding(args, all_runs, tokenizer, sources, references, single, b
 
 # -------------------------------------------------------------------------------------- training cost
 def benchmark_training(args, models, tokenizer, train_pairs, max_source) -> list[dict]:
-    """Tokens/s of a GLAT step (two passes), a NAT step and an AR step on one batch of real sentence pairs."""
+    """Tokens/s of a GLAT step (two passes), a NAT step and an AR step on one batch of real sentence pairs; with
+    --bf16 also under bfloat16 autocast (fp32 weights and optimizer: what train.py --bf16 runs)."""
     device = args.device
     train_sources, train_targets = (texts[: args.train_batch_size] for texts in train_pairs)
     batch = tensors(tokenizer, train_sources, max_source, device)
@@ -387,31 +388,36 @@ def benchmark_training(args, models, tokenizer, train_pairs, max_source) -> list
     }
     optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-4) for name, (model, _) in steps.items()}
 
-    def step(name):
+    def step(name, variant):
         model, extra = steps[name]
         optimizers[name].zero_grad(set_to_none=True)
-        model(**batch, **extra).loss.backward()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=variant == "bf16"):
+            loss = model(**batch, **extra).loss
+        loss.backward()
         optimizers[name].step()
 
-    times = {name: [] for name in steps}
-    for _ in range(args.warmup + args.train_steps):  # the three take turns
-        for name in steps:
-            times[name].append(timed(partial(step, name), device))
-    times = {name: values[args.warmup :] for name, values in times.items()}  # without the warm-up steps
-    nat = statistics.median(times["NAT training step"])
-    base = dict(variant="fp32", device=str(device), batch_size=len(train_sources), target_tokens=target_tokens)
+    variants = ["fp32", "bf16"] if args.bf16 else ["fp32"]
+    times = {(name, variant): [] for variant in variants for name in steps}
+    for _ in range(args.warmup + args.train_steps):  # all take turns
+        for name, variant in times:
+            times[name, variant].append(timed(partial(step, name, variant), device))
     rows = []
-    for name, values in times.items():
-        seconds = statistics.median(values)
+    for (name, variant), values in times.items():
+        seconds, nat = (
+            statistics.median(times[key][args.warmup :]) for key in ((name, variant), ("NAT training step", variant))
+        )
+        base = dict(variant=variant, device=str(device), batch_size=len(train_sources), target_tokens=target_tokens)
         measured = dict(step_ms=1000 * seconds, tokens_per_s=target_tokens / seconds, ratio_vs_nat=seconds / nat)
-        rows.append(dict(kind="train", system=name, **base, **measured, step_runs_ms=[1000 * t for t in values]))
+        runs = [1000 * t for t in values[args.warmup :]]  # without the warm-up steps
+        rows.append(dict(kind="train", system=name, **base, **measured, step_runs_ms=runs))
     return rows
 
 
 def summary(row: dict) -> str:
     """One line of a row; benchmark_report.py prints the tables and draws the figures."""
     if row["kind"] == "train":
-        return f"  {row['system']}: {row['tokens_per_s']:.0f} tokens/s, {row['ratio_vs_nat']:.2f} x NAT"
+        speed = f"{row['tokens_per_s']:.0f} tokens/s, {row['ratio_vs_nat']:.2f} x NAT"
+        return f"  [{row['variant']}] {row['system']}: {speed}"
     bleu = "" if row["bleu"] is None else f", BLEU {row['bleu']:.2f}"
     speed = f"{row['latency_ms']:.2f} ms, {row['speedup_vs_ar_greedy']:.2f} x AR greedy"
     return f"  [{row['engine']} {row['variant']}] {row['system']}, batch size {row['batch_size']}: {speed}{bleu}"

@@ -65,13 +65,13 @@ def decode_table(decode: list[dict]) -> list[str]:
 
 
 def training_table(train: list[dict]) -> list[str]:
-    """One line a model: ms per step, target tokens/s, and the ratio to the NAT step."""
+    """One line a model and variant (fp32; bf16 autocast): ms per step, target tokens/s, the ratio to the NAT step."""
     batch = f"{train[0]['batch_size']} sentence pairs, {train[0]['target_tokens']} target tokens"
     lines = [f"Training cost: one step (forward, backward, AdamW) on {batch}", ""]
-    lines.append(f"{'step':<30} | {'ms/step':>9} {'tokens/s':>10} {'x NAT':>7}")
+    lines.append(f"{'step':<30} {'variant':<7} | {'ms/step':>9} {'tokens/s':>10} {'x NAT':>7}")
     for row in train:
         speed = f"{row['step_ms']:9.1f} {row['tokens_per_s']:10.0f} {row['ratio_vs_nat']:7.2f}"
-        lines.append(f"{row['system']:<30} | {speed}")
+        lines.append(f"{row['system']:<30} {row.get('variant', 'fp32'):<7} | {speed}")
     return lines
 
 
