@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="Mask-Predict refinement passes (default: the model's generation config)",
     )
+    parser.add_argument(
+        "--remove_repeats",
+        action="store_true",
+        default=None,
+        help="merge consecutive repeated tokens of each translation (default: the model's generation config)",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (cuda if available; default)")
     parser.add_argument(
         "--backend",
@@ -119,7 +125,10 @@ def translate_file(args: argparse.Namespace) -> None:
     generate_kwargs = {
         name: value
         for name, value in dict(
-            length_beam_size=args.length_beam_size, num_iterations=args.num_iterations, reranker=reranker
+            length_beam_size=args.length_beam_size,
+            num_iterations=args.num_iterations,
+            reranker=reranker,
+            remove_repeats=args.remove_repeats,
         ).items()
         if value is not None  # unset: the model's generation config decides
     }

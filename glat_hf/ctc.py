@@ -1,6 +1,8 @@
 """CTC pieces of GLAT+CTC (Graves et al. 2006; Qian et al. 2021, §4 "GLAT with CTC").
 
 - `ctc_collapse`: the CTC output function B (merge repeats, then drop blanks), used at decoding.
+- `merge_repeats`: the first half of B alone, for the other decoders: the de-duplication of consecutive repeated
+  tokens that non-autoregressive decoders can apply to their output (Lee et al. 2018), `generate(remove_repeats=True)`.
 - `best_ctc_alignment`: the most probable path through the CTC lattice of a reference (Viterbi).
   Glancing compares the first-pass prediction with this path and glances its tokens, since a CTC
   decoder has more positions than the reference has tokens.
@@ -19,6 +21,22 @@ def _shift_right(values: torch.Tensor, by: int, fill) -> torch.Tensor:
     return torch.cat([filler, values[:, : values.shape[1] - filler.shape[1]]], dim=1)
 
 
+def _repeats(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """True where a real token equals the real token before it."""
+    return _shift_right(mask, 1, False) & (ids == _shift_right(ids, 1, 0))
+
+
+def _left_pack(ids: torch.Tensor, keep: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """The kept tokens of each row, left-packed and right-padded with `pad_id`, (B, L'), L' the longest kept
+    row and at least 1 column."""
+    width = max(int(keep.sum(dim=1).max()) if ids.numel() else 0, 1)
+    # Kept tokens go to their rank among kept ones; the others to a spill column cut off at the end.
+    slot = torch.where(keep, keep.long().cumsum(dim=1) - 1, width)
+    packed = torch.full((ids.shape[0], width + 1), pad_id, dtype=ids.dtype, device=ids.device)
+    packed.scatter_(1, slot, torch.where(keep, ids, pad_id))
+    return packed[:, :width]
+
+
 def ctc_collapse(ids: torch.Tensor, blank_id: int, pad_id: int, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Merge repeated tokens, then drop blanks (Graves et al. 2006, the map B), (B, L') long.
 
@@ -28,17 +46,16 @@ def ctc_collapse(ids: torch.Tensor, blank_id: int, pad_id: int, mask: torch.Tens
     """
     if mask is None:
         mask = torch.ones_like(ids, dtype=torch.bool)
-    previous_real = _shift_right(mask, 1, False)
-    previous = _shift_right(ids, 1, 0)
-    repeat = previous_real & (ids == previous)
-    keep = mask & (ids != blank_id) & ~repeat
-    kept_lengths = keep.sum(dim=1)
-    width = max(int(kept_lengths.max()) if ids.numel() else 0, 1)
-    # Kept tokens go to their rank among kept ones; the others to a spill column cut off at the end.
-    slot = torch.where(keep, keep.long().cumsum(dim=1) - 1, width)
-    collapsed = torch.full((ids.shape[0], width + 1), pad_id, dtype=ids.dtype, device=ids.device)
-    collapsed.scatter_(1, slot, torch.where(keep, ids, pad_id))
-    return collapsed[:, :width]
+    return _left_pack(ids, mask & (ids != blank_id) & ~_repeats(ids, mask), pad_id)
+
+
+def merge_repeats(ids: torch.Tensor, mask: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Consecutive repeats merged, "a a b a a" -> "a b a", on the real positions `mask` (B, T) of each row:
+    (ids, mask) of the merged rows, left-packed as by ctc_collapse."""
+    keep = mask & ~_repeats(ids, mask)
+    merged = _left_pack(ids, keep, pad_id)
+    positions = torch.arange(merged.shape[1], device=ids.device)
+    return merged, positions[None, :] < keep.sum(dim=1, keepdim=True)
 
 
 def best_ctc_alignment(

@@ -24,7 +24,7 @@ from transformers.models.bart.modeling_bart import eager_attention_forward
 from transformers.utils import logging
 
 from .configuration_glat import GlatConfig
-from .ctc import ctc_collapse
+from .ctc import ctc_collapse, merge_repeats
 from .glancing import select_glance_positions
 
 logger = logging.get_logger(__name__)
@@ -87,10 +87,11 @@ def _repeat_rows(tensor: torch.Tensor, times: int | torch.Tensor) -> torch.Tenso
 
 def default_generation_config(config: GlatConfig) -> GenerationConfig:
     """One parallel pass, no refinement, the config's ids and length limit; assigned explicitly so that the
-    custom keys (`length_beam_size`, `num_iterations`) survive save and load."""
+    custom keys (`length_beam_size`, `num_iterations`, `remove_repeats`) survive save and load."""
     return GenerationConfig(
         length_beam_size=1,
         num_iterations=1,
+        remove_repeats=False,
         max_length=config.max_target_length,
         pad_token_id=config.pad_token_id,
         bos_token_id=config.bos_token_id,
@@ -100,14 +101,18 @@ def default_generation_config(config: GlatConfig) -> GenerationConfig:
 
 
 def generation_settings(
-    config, generation_config, input_ids, attention_mask, length_beam_size, num_iterations, max_length
+    config, generation_config, input_ids, attention_mask, length_beam_size, num_iterations, max_length, remove_repeats
 ):
     """`generate`'s arguments checked and completed from the generation config (PyTorch and ONNX Runtime alike):
-    (attention_mask, length_beam_size, num_iterations, max_length)."""
+    (attention_mask, length_beam_size, num_iterations, max_length, remove_repeats)."""
     if length_beam_size is None:
         length_beam_size = getattr(generation_config, "length_beam_size", 1)
     if num_iterations is None:
         num_iterations = getattr(generation_config, "num_iterations", 1)
+    if remove_repeats is None:
+        remove_repeats = getattr(generation_config, "remove_repeats", False)
+    if not isinstance(remove_repeats, bool):
+        raise ValueError(f"remove_repeats must be True or False, got {remove_repeats!r}.")
     max_length = min(max_length or generation_config.max_length or config.max_target_length, config.max_target_length)
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}.")
@@ -124,7 +129,7 @@ def generation_settings(
         raise ValueError(
             "length_beam_size > 1 (noisy parallel decoding) needs a length predictor; CTC models have none."
         )
-    return attention_mask, length_beam_size, num_iterations, max_length
+    return attention_mask, length_beam_size, num_iterations, max_length, remove_repeats
 
 
 def top_lengths(length_logits: torch.Tensor, length_beam_size: int, max_length: int) -> torch.Tensor:
@@ -756,6 +761,7 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         max_length: int | None = None,
         generation_config: GenerationConfig | None = None,
         target_lengths: torch.Tensor | None = None,
+        remove_repeats: bool | None = None,
         **kwargs,
     ) -> torch.Tensor:
         """Translate in one parallel decoder pass (paper §3.3).
@@ -772,11 +778,15 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         the predicted ones: an oracle length, to measure translation apart from length prediction. It
         needs length_beam_size 1 and a model with a length predictor (not CTC).
 
+        `remove_repeats=True` merges consecutive repeated tokens of the output ("a a b" -> "a b", the
+        de-duplication of Lee et al. 2018), the typical error of one parallel pass; NPD scores its candidates
+        before. CTC output is merged already.
+
         Returns (B, L) token ids padded with pad_token_id. Unused keyword arguments (labels,
         synced_gpus, ... passed by Seq2SeqTrainer) are ignored; `max_length` caps the predicted target length.
         """
         config = self.config
-        attention_mask, length_beam_size, num_iterations, max_length = generation_settings(
+        attention_mask, length_beam_size, num_iterations, max_length, remove_repeats = generation_settings(
             config,
             generation_config or self.generation_config,
             input_ids,
@@ -784,6 +794,7 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
             length_beam_size,
             num_iterations,
             max_length,
+            remove_repeats,
         )
         if target_lengths is not None:
             target_lengths = self._check_target_lengths(target_lengths, input_ids, length_beam_size)
@@ -823,6 +834,8 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
             scores = (token_scores * decoder_mask).sum(1) / decoder_mask.sum(1)
         elif length_beam_size > 1:
             scores = self.reranker_scores(reranker, input_ids, attention_mask, tokens, length_beam_size)
+        if remove_repeats:  # after the candidates are scored: the scores are of what was decoded
+            tokens, decoder_mask = merge_repeats(tokens, decoder_mask, config.pad_token_id)
         return best_candidates(tokens, decoder_mask, scores, length_beam_size)
 
     def _decode(self, inputs, decoder_mask, encoder_states, encoder_mask, with_scores=True):

@@ -45,7 +45,7 @@ from torch import nn
 from transformers import GenerationConfig, PreTrainedModel
 
 from .configuration_glat import GlatConfig, read_glat_config
-from .ctc import ctc_collapse
+from .ctc import ctc_collapse, merge_repeats
 from .modeling_glat import (
     GlatForConditionalGeneration,
     GlatModel,
@@ -365,14 +365,16 @@ class GlatOnnxModel:
         max_length: int | None = None,
         generation_config: GenerationConfig | None = None,
         target_lengths: torch.Tensor | None = None,
+        remove_repeats: bool | None = None,
         **kwargs,
     ) -> torch.Tensor:
         """`GlatForConditionalGeneration.generate` on the graphs: one parallel pass, NPD over `length_beam_size`
         lengths (best mean log-probability, or best by `reranker`), `num_iterations` of Mask-Predict, CTC collapse,
-        `target_lengths` (oracle lengths), `max_length` (caps the predicted length). Same checks, same (B, L) ids."""
+        `target_lengths` (oracle lengths), `max_length` (caps the predicted length), `remove_repeats`. Same checks,
+        same (B, L) ids."""
         config = self.config
         input_ids = torch.as_tensor(input_ids)
-        attention_mask, length_beam_size, num_iterations, max_length = generation_settings(
+        attention_mask, length_beam_size, num_iterations, max_length, remove_repeats = generation_settings(
             config,
             generation_config or self.generation_config,
             input_ids,
@@ -380,6 +382,7 @@ class GlatOnnxModel:
             length_beam_size,
             num_iterations,
             max_length,
+            remove_repeats,
         )
         # These methods of the PyTorch model read only self.config: the same checks and scores, not copies.
         if target_lengths is not None:
@@ -428,6 +431,8 @@ class GlatOnnxModel:
         elif length_beam_size > 1:
             rerank = GlatForConditionalGeneration.reranker_scores
             scores = rerank(self, reranker, input_ids, attention_mask, tokens, length_beam_size)
+        if remove_repeats:
+            tokens, decoder_mask = merge_repeats(tokens, decoder_mask, config.pad_token_id)
         return best_candidates(tokens, decoder_mask, scores, length_beam_size)
 
     @property

@@ -108,21 +108,25 @@ def test_noisy_parallel_decoding_flags_pass_through(saved, tmp_path):
     assert read_output(tmp_path / "reranked.txt") == reranked
 
 
-def test_num_iterations_reaches_generate(saved, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "flag, name, value", [("--num_iterations", "num_iterations", 3), ("--remove_repeats", "remove_repeats", True)]
+)
+def test_generation_flags_reach_generate(saved, tmp_path, monkeypatch, flag, name, value):
     seen = []
     original_generate = GlatForConditionalGeneration.generate
 
     def recording_generate(self, *args, **kwargs):
-        seen.append(kwargs.get("num_iterations"))
+        seen.append(kwargs.get(name))
         return original_generate(self, *args, **kwargs)
 
     monkeypatch.setattr(GlatForConditionalGeneration, "generate", recording_generate)
     lines = saved.sources[:3]
     source = write_lines(tmp_path / "in.txt", lines)
-    assert run_cli(saved.folder, "--input", source, "--output", tmp_path / "out.txt", "--num_iterations", 3) == 0
-    assert seen and set(seen) == {3}
+    argv = [flag] if value is True else [flag, value]
+    assert run_cli(saved.folder, "--input", source, "--output", tmp_path / "out.txt", *argv) == 0
+    assert seen and set(seen) == {value}
     monkeypatch.undo()
-    assert read_output(tmp_path / "out.txt") == reference(saved, lines, num_iterations=3)
+    assert read_output(tmp_path / "out.txt") == reference(saved, lines, **{name: value})
 
 
 def test_too_long_line_is_truncated_with_a_warning(saved, tmp_path, capsys):

@@ -4,7 +4,7 @@ import itertools
 
 import torch
 
-from glat_hf.ctc import best_ctc_alignment, ctc_collapse
+from glat_hf.ctc import best_ctc_alignment, ctc_collapse, merge_repeats
 
 BLANK, PAD = 0, -1
 
@@ -42,6 +42,18 @@ def test_collapse_padding_does_not_merge_or_count():
     assert ctc_collapse(ids, BLANK, PAD, mask).tolist() == [[5, PAD], [5, 6]]
     # Without a mask everything is real.
     assert ctc_collapse(ids, BLANK, PAD).tolist() == [[5, PAD], [5, 6]]
+
+
+def test_merge_repeats_merges_only_consecutive_real_repeats_and_keeps_blanks():
+    a, b = 3, 4
+    ids = torch.tensor([[a, a, b, a, a, 9], [a, BLANK, BLANK, a, 9, 9], [b, b, b, b, b, b]])
+    mask = torch.tensor([[True] * 5 + [False], [True] * 4 + [False] * 2, [True] * 6])
+    merged, merged_mask = merge_repeats(ids, mask, PAD)
+    assert merged.tolist() == [[a, b, a], [a, BLANK, a], [b, PAD, PAD]]  # no token is special: blanks merge too
+    assert merged_mask.tolist() == [[True] * 3, [True] * 3, [True, False, False]]
+    for row, row_mask, out in zip(ids.tolist(), mask.tolist(), merged.tolist()):
+        real = [token for token, keep in zip(row, row_mask) if keep]
+        assert out[: len(_python_collapse(real, blank=None))] == _python_collapse(real, blank=None)
 
 
 def test_collapse_all_empty_keeps_one_column():

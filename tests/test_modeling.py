@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -97,6 +99,27 @@ def test_generate_returns_pad_padded_ids_and_honours_max_length():
     assert (out.ne(0).sum(1) >= 1).all()
     # Seq2SeqTrainer passes these; they are accepted and ignored.
     assert model.generate(SOURCE, labels=LABELS, synced_gpus=False).shape[0] == 3
+
+
+@pytest.mark.parametrize("length_beam_size", [1, 5])
+def test_remove_repeats_merges_the_repeats_of_the_translation_generate_chose(length_beam_size, tmp_path):
+    """The candidate is chosen on what was decoded, then its consecutive repeats merge; a random model repeats."""
+    torch.manual_seed(0)
+    model = tiny_model()
+    plain = model.generate(SOURCE, length_beam_size=length_beam_size)
+    merged = model.generate(SOURCE, length_beam_size=length_beam_size, remove_repeats=True)
+    expected = [[token for token, _ in itertools.groupby(row[row.ne(0)].tolist())] for row in plain]
+    assert sum(map(len, expected)) < int(plain.ne(0).sum())  # there were repeats to merge
+    assert [row[row.ne(0)].tolist() for row in merged] == expected
+    assert merged.shape[1] == max(map(len, expected))
+    model.generation_config.remove_repeats = True  # the default of a saved model's generate
+    model.save_pretrained(tmp_path)
+    assert torch.equal(
+        GlatForConditionalGeneration.from_pretrained(tmp_path).generate(SOURCE, length_beam_size=length_beam_size),
+        merged,
+    )
+    with pytest.raises(ValueError, match="remove_repeats"):
+        model.generate(SOURCE, remove_repeats="yes")
 
 
 def _single_length_candidate(model, source, length):

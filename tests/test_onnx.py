@@ -119,6 +119,7 @@ def test_noisy_parallel_decoding_with_self_rerank_gives_the_tokens_of_pytorch(gl
     model, onnx_model, _ = glat
     for inputs in _batches(data):
         _assert_same(model, onnx_model, inputs, length_beam_size=3)
+        _assert_same(model, onnx_model, inputs, length_beam_size=3, remove_repeats=True)
 
 
 def test_mask_predict_refinement_gives_the_tokens_of_pytorch(glat, data):
@@ -218,6 +219,7 @@ def _same_error(pytorch_model, onnx_model, *args, **kwargs) -> str:
         (dict(length_beam_size=2.0), "length_beam_size"),
         (dict(length_beam_size=41), "length_beam_size"),
         (dict(num_iterations=0), "num_iterations"),
+        (dict(remove_repeats=1), "remove_repeats"),
         (dict(target_lengths=torch.tensor([3, 4])), "target_lengths"),
         (dict(target_lengths=torch.tensor([0])), "target_lengths"),
         (dict(target_lengths=torch.tensor([3]), length_beam_size=2), "target_lengths"),

@@ -60,6 +60,7 @@ def parse_arguments(argv):
     parser.add_argument("--length_beam_size", type=int, help="GLAT: NPD length candidates (m).")
     parser.add_argument("--reranker", "--reranker_name_or_path", help="GLAT: an AR model folder that reranks NPD.")
     parser.add_argument("--num_iterations", type=int, help="GLAT: Mask-Predict refinement passes.")
+    parser.add_argument("--remove_repeats", action="store_true", help="GLAT: merge consecutive repeated tokens.")
     parser.add_argument("--num_beams", type=int, help="Autoregressive models: beam size (1 = greedy).")
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--max_source_length", type=int, default=128)
@@ -105,9 +106,10 @@ def generation_settings(args, is_glat: bool) -> dict:
         if args.num_beams is not None:
             raise ValueError("--num_beams is for autoregressive models; GLAT takes --length_beam_size (NPD).")
         # explicit, so that a length_beam_size saved in the generation config does not turn one pass into NPD
-        return {"length_beam_size": args.length_beam_size or 1, "num_iterations": args.num_iterations or 1}
-    if args.length_beam_size or args.reranker or args.num_iterations:  # a Marian model would ignore them silently
-        raise ValueError("--length_beam_size, --reranker and --num_iterations are for GLAT models.")
+        settings = {"length_beam_size": args.length_beam_size or 1, "num_iterations": args.num_iterations or 1}
+        return {**settings, "remove_repeats": True} if args.remove_repeats else settings
+    if args.length_beam_size or args.reranker or args.num_iterations or args.remove_repeats:  # Marian ignores them
+        raise ValueError("--length_beam_size, --reranker, --num_iterations and --remove_repeats are for GLAT models.")
     return {"num_beams": args.num_beams or 1}
 
 
