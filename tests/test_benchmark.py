@@ -282,7 +282,7 @@ def test_report_reads_the_committed_cpu_results(report):
     _, printed = run_main(report, [REPO / "results" / "benchmark_cpu.json"])
     assert (
         "GLAT training step (2 passes)" in printed
-        and "\nGLAT                         torch        compile |" in printed
+        and "\nGLAT                         onnxruntime  int8    |" in printed
     )
 
 
