@@ -22,8 +22,8 @@ Batch, source and target lengths and m are dynamic, and padding is handled insid
 padded example, with the mask always built). What remains after the first pass is small and runs here in
 PyTorch, with the code of `GlatForConditionalGeneration.generate`: the Mask-Predict choice of tokens to
 re-predict, the CTC collapse, the choice of the best candidate, or its scores by an autoregressive reranker (a
-transformers model, run in PyTorch). One session call instead of an encoder call and a decoder call with Python
-between them took a tenth off a sentence at batch 1 and off a batch of 64 (int8, one thread, 2-core AMD EPYC).
+transformers model, run in PyTorch). One session call replaces an encoder call and a decoder call with Python
+between them (length choice, masks, repeated rows).
 
 onnxruntime, onnx and onnxscript are an optional extra: `pip install glat-hf[onnx]`.
 """

@@ -106,8 +106,11 @@ def generation_settings(args, is_glat: bool) -> dict:
         if args.num_beams is not None:
             raise ValueError("--num_beams is for autoregressive models; GLAT takes --length_beam_size (NPD).")
         # explicit, so that a length_beam_size saved in the generation config does not turn one pass into NPD
-        settings = {"length_beam_size": args.length_beam_size or 1, "num_iterations": args.num_iterations or 1}
-        return {**settings, "remove_repeats": True} if args.remove_repeats else settings
+        return {
+            "length_beam_size": args.length_beam_size or 1,
+            "num_iterations": args.num_iterations or 1,
+            "remove_repeats": args.remove_repeats,
+        }
     if args.length_beam_size or args.reranker or args.num_iterations or args.remove_repeats:  # Marian ignores them
         raise ValueError("--length_beam_size, --reranker, --num_iterations and --remove_repeats are for GLAT models.")
     return {"num_beams": args.num_beams or 1}
