@@ -36,7 +36,7 @@ DECODE_FIELDS |= {"peak_mem_mb"}
 DECODE_FIELDS |= {"speedup_vs_ar_greedy", "speedup_vs_ar_beam", "bleu", "repetition_ratio", "output_tokens"}
 TINY = "d_model=32,encoder_layers=1,decoder_layers=1,encoder_attention_heads=2,decoder_attention_heads=2"
 TINY += ",encoder_ffn_dim=64,decoder_ffn_dim=64"
-SENTENCES, LATENCY_SENTENCES, BATCH = 12, 3, 8
+SENTENCES, LATENCY_SENTENCES, BATCH, TURN = 12, 3, 8, 2
 SMALL = f"--num_sentences {SENTENCES} --latency_sentences {LATENCY_SENTENCES} --batch_size {BATCH} --repeats 2"
 SMALL = (SMALL + " --warmup 1 --threads 1 --train_batch_size 6 --train_steps 1").split()
 FIGURES = ("speedup.png", "bleu_vs_speedup.png", "bleu_by_length.png")
@@ -71,11 +71,21 @@ def run_main(module, argv):
 
 @pytest.fixture(scope="module")
 def quick(benchmark, tmp_path_factory):
-    """--quick with random models: (rows file, rows returned, printed)."""
+    """--quick with random models: (rows file, rows returned, printed, every timed pass as (id of its run, the
+    sentences of each of its batches))."""
     output = tmp_path_factory.mktemp("quick") / "rows.json"
-    flags = ["--config_overrides", TINY, "--vocab_size", 300, "--tokenizer_pairs", 300]
-    returned, printed = run_main(benchmark, ["--quick", *flags, "--bf16", *CT2_FLAG, *SMALL, "--output", output])
-    return output, returned, printed
+    flags = ["--config_overrides", TINY, "--vocab_size", 300, "--tokenizer_pairs", 300, "--turn_sentences", TURN]
+    passes, timed_pass = [], benchmark.timed_pass
+
+    def recording(decode, batches, device):
+        passes.append((id(decode.__self__), [len(batch.indices) for batch in batches]))
+        return timed_pass(decode, batches, device)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(benchmark, "timed_pass", recording)
+        argv = ["--quick", *flags, "--bf16", *CT2_FLAG, *SMALL, "--output", output]
+        returned, printed = run_main(benchmark, argv)
+    return output, returned, printed, passes
 
 
 @pytest.fixture(scope="module")
@@ -142,10 +152,11 @@ def check_png(path):
 
 
 def test_quick_random_models_report_every_system_speed_only(quick):
-    output, returned, printed = quick
+    output, returned, printed, _ = quick
     rows = json.loads(output.read_text())
     assert rows == json.loads(json.dumps(returned))
     table = check_rows(rows, SYSTEMS)
+    assert all(row["turn_sentences"] == TURN for row in table.values())
     assert all(row["bleu"] is None and row["repetition_ratio"] is None for row in table.values())
 
     train = {(row["system"], row["variant"]): row for row in rows if row["kind"] == "train"}
@@ -157,6 +168,18 @@ def test_quick_random_models_report_every_system_speed_only(quick):
         assert row["target_tokens"] == nat["target_tokens"] > 0 and row["batch_size"] == 6
         assert row["step_ms"] == pytest.approx(statistics.median(row["step_runs_ms"]), rel=1e-9)
     assert all(name in printed for name in [*SYSTEMS, *TRAIN_SYSTEMS])  # a line a row as it goes
+
+
+def test_systems_take_turns_every_turn_sentences(quick):
+    """At batch size 1 each system decodes TURN sentences back to back, then the next one; a batch of BATCH > TURN
+    sentences is a turn of its own. Every system decodes every sentence once a repeat."""
+    passes = quick[3]
+    runs = list(dict.fromkeys(run for run, _ in passes))
+    timed = passes[-len(runs) * (2 + 2) * 2 :]  # the repeats: turns of 2 + 1 sentences, then 2 batches, each
+    turn_sizes = [sizes for _, sizes in timed]
+    one_repeat = [[1, 1]] * len(runs) + [[1]] * len(runs) + [[BATCH]] * len(runs) + [[SENTENCES - BATCH]] * len(runs)
+    assert turn_sizes == one_repeat * 2
+    assert [run for run, _ in timed] == runs * 8
 
 
 @needs_ct2

@@ -86,6 +86,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     timing.add_argument("--batch_size", type=int, default=64, help="Batch size of the throughput measurement.")
     timing.add_argument("--repeats", type=int, default=3, help="Timed passes per system (quick 1).")
     timing.add_argument("--warmup", type=int, default=2, help="Warm-up sentences at batch size 1 (quick 1).")
+    timing.add_argument(
+        "--turn_sentences", type=int, default=10, help="Sentences a system decodes before the next takes its turn."
+    )
     timing.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice).")
     timing.add_argument("--int8", action="store_true", help="CPU: add an int8 variant (dynamic quantisation).")
     timing.add_argument("--bf16", action="store_true", help="Add a bfloat16 variant (AVX512-BF16 or AMX CPUs, GPUs).")
@@ -111,7 +114,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(str(error))
     if (args.int8 or args.onnxruntime) and args.device.type != "cpu":
         parser.error("--int8 (dynamic quantisation) and --onnxruntime run on CPU only.")
-    for name in ("num_sentences", "latency_sentences", "batch_size", "repeats", "train_steps", "train_batch_size"):
+    counts = ("num_sentences", "latency_sentences", "batch_size", "repeats", "turn_sentences", "train_steps")
+    for name in counts + ("train_batch_size",):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1.")
     return args
@@ -319,6 +323,7 @@ def benchmark_decoding(args, all_runs, tokenizer, sources, references, single, b
     device, special_ids = args.device, set(tokenizer.all_special_ids)
     warm, cpu_memory = single[: args.warmup] + batched[:1], CpuMemory()
     where = dict(device=str(device), threads=torch.get_num_threads() if device.type == "cpu" else None)
+    where.update(turn_sentences=args.turn_sentences)
 
     # Untimed: warm-up, peak memory, output lengths, quality.
     rows = {}
@@ -341,18 +346,20 @@ def benchmark_decoding(args, all_runs, tokenizer, sources, references, single, b
             key = (run.engine, run.variant, run.system, sizes["batch_size"])
             rows[key] = dict(base, **sizes, output_tokens=output_tokens, **scores)
 
-    # Timed: the systems take turns batch by batch (sentence by sentence at batch size 1), so that the slow spells
-    # of a shared machine, which last seconds, fall on every system alike.
+    # Timed: the systems take turns every --turn_sentences sentences (at least one batch), so that the slow spells
+    # of a shared machine, which last seconds, fall on every system alike, while each system decodes a few
+    # sentences back to back, as a deployed one does, instead of starting every sentence with another's weights in
+    # the caches.
     for run in all_runs:
         timed_pass(run.decode, warm, device)
     times = {key: [] for key in rows}
     for repeat in range(args.repeats):
         print(f"  timing, repeat {repeat + 1}/{args.repeats}", flush=True)
         for batch_size, batches in ((1, single), (args.batch_size, batched)):
-            totals = [0.0] * len(all_runs)
-            for batch in batches:
+            totals, turn = [0.0] * len(all_runs), max(1, args.turn_sentences // batch_size)
+            for start in range(0, len(batches), turn):
                 for index, run in enumerate(all_runs):
-                    totals[index] += timed_pass(run.decode, [batch], device)
+                    totals[index] += timed_pass(run.decode, batches[start : start + turn], device)
             for run, total in zip(all_runs, totals):
                 times[(run.engine, run.variant, run.system, batch_size)].append(total)
     for key, row in rows.items():
