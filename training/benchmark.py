@@ -114,8 +114,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(str(error))
     if (args.int8 or args.onnxruntime) and args.device.type != "cpu":
         parser.error("--int8 (dynamic quantisation) and --onnxruntime run on CPU only.")
-    counts = ("num_sentences", "latency_sentences", "batch_size", "repeats", "turn_sentences", "train_steps")
-    for name in counts + ("train_batch_size",):
+    counts = ("num_sentences", "latency_sentences", "batch_size", "repeats", "turn_sentences")
+    for name in (*counts, "train_steps", "train_batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1.")
     return args
