@@ -175,11 +175,10 @@ def test_systems_take_turns_every_turn_sentences(quick):
     sentences is a turn of its own. Every system decodes every sentence once a repeat."""
     passes = quick[3]
     runs = list(dict.fromkeys(run for run, _ in passes))
-    timed = passes[-len(runs) * (2 + 2) * 2 :]  # the repeats: turns of 2 + 1 sentences, then 2 batches, each
-    turn_sizes = [sizes for _, sizes in timed]
-    one_repeat = [[1, 1]] * len(runs) + [[1]] * len(runs) + [[BATCH]] * len(runs) + [[SENTENCES - BATCH]] * len(runs)
-    assert turn_sizes == one_repeat * 2
-    assert [run for run, _ in timed] == runs * 8
+    turns = [[1] * TURN, [1] * (LATENCY_SENTENCES - TURN), [BATCH], [SENTENCES - BATCH]]  # 3 sentences, 2 batches
+    timed = passes[-len(runs) * len(turns) * 2 :]  # the two repeats (--repeats 2), after warm-up and memory passes
+    assert [sizes for _, sizes in timed] == [sizes for sizes in turns for _ in runs] * 2
+    assert [run for run, _ in timed] == runs * len(turns) * 2
 
 
 @needs_ct2
