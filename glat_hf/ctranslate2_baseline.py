@@ -85,9 +85,13 @@ class CTranslate2Translator:
     def __init__(self, folder, device: str = "cpu", compute_type: str = "default", intra_threads: int = 0):
         self.device = torch.device(device)  # "cpu", "cuda", "cuda:N"
         where = dict(device=self.device.type, device_index=self.device.index or 0)
-        self.translator = ctranslate2.Translator(
-            str(folder), **where, compute_type=compute_type, intra_threads=intra_threads
-        )
+        torch_threads = torch.get_num_threads()  # CTranslate2 sets the calling thread's OpenMP count, torch's too
+        try:
+            self.translator = ctranslate2.Translator(
+                str(folder), **where, compute_type=compute_type, intra_threads=intra_threads
+            )
+        finally:
+            torch.set_num_threads(torch_threads)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.config = MarianConfig.from_json_file(Path(folder) / MARIAN_CONFIG)
         self.generation_config = GenerationConfig.from_pretrained(folder)

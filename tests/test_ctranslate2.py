@@ -115,6 +115,20 @@ def test_int8_translates_and_is_smaller(converted):
     assert size["int8"] < 0.6 * size["fp32"]
 
 
+def test_loading_leaves_torchs_thread_count_alone(converted):
+    """CTranslate2 sets the OpenMP thread count of the thread that loads it, which is torch's: the benchmark's
+    engines would then run with each other's thread counts."""
+    threads = torch.get_num_threads()
+    try:
+        for wanted in (1, 2):
+            torch.set_num_threads(wanted)
+            translator = CTranslate2Translator(converted["int8"], intra_threads=3 - wanted)
+            translator.generate(**converted["tokenizer"](converted["sources"][:2], padding=True, return_tensors="pt"))
+            assert torch.get_num_threads() == wanted
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_generate_refuses_what_it_cannot_do(converted):
     engine = CTranslate2Translator(converted["fp32"], intra_threads=1)
     inputs = converted["tokenizer"](["A dog ."], return_tensors="pt")
