@@ -83,7 +83,8 @@ def quick(benchmark, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(benchmark, "timed_pass", recording)
-        argv = ["--quick", *flags, "--bf16", *CT2_FLAG, *SMALL, "--output", output]
+        engines = ["--engine_threads", "ctranslate2=2"] if CT2 else []  # torch's: SMALL's --threads 1
+        argv = ["--quick", *flags, "--bf16", *CT2_FLAG, *engines, *SMALL, "--output", output]
         returned, printed = run_main(benchmark, argv)
     return output, returned, printed, passes
 
@@ -197,6 +198,15 @@ def test_quick_ctranslate2_adds_its_ar_rows_and_the_speedup_over_its_int8_greedy
         int8_greedy = ct2[("AR greedy", "int8", row["batch_size"])]["latency_ms"]
         assert row["speedup_vs_ct2_int8_greedy"] == pytest.approx(int8_greedy / row["latency_ms"], rel=1e-9)
     assert "[ctranslate2 int8] AR beam 4, batch size 8" in quick[2]
+    assert {row["threads"] for row in ct2.values()} == {2}  # --engine_threads ctranslate2=2
+    assert {row["threads"] for row in rows if row["engine"] != "ctranslate2"} == {1}  # --threads 1
+
+
+@pytest.mark.parametrize("spec", ["ctranslate2=0", "onnxruntime=two", "marian=1", "ctranslate2"])
+def test_engine_threads_are_checked_before_anything_runs(benchmark, spec, capsys):
+    with pytest.raises(SystemExit) as error:
+        benchmark.parse_args(["--quick", "--engine_threads", spec])
+    assert error.value.code == 2 and "--engine_threads" in capsys.readouterr().err
 
 
 def test_report_prints_the_tables_and_the_speedup_figure_of_random_rows(report, quick, tmp_path):

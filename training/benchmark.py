@@ -90,6 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--turn_sentences", type=int, default=10, help="Sentences a system decodes before the next takes its turn."
     )
     timing.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice).")
+    timing.add_argument("--engine_threads", help='Each engine at its best, e.g. "ctranslate2=1,onnxruntime=2".')
     timing.add_argument("--int8", action="store_true", help="CPU: add an int8 variant (dynamic quantisation).")
     timing.add_argument("--bf16", action="store_true", help="Add a bfloat16 variant (AVX512-BF16 or AMX CPUs, GPUs).")
     timing.add_argument("--compile", action="store_true", help="Add a variant with GLAT's stacks under torch.compile.")
@@ -110,8 +111,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     try:
         args.device = resolve_device(args.device)
         args.overrides = config_fields(args.config_overrides)
+        args.engine_threads = config_fields(
+            args.engine_threads, "--engine_threads"
+        )  # engines left out: --threads (torch's)
     except ValueError as error:
         parser.error(str(error))
+    for engine, count in args.engine_threads.items():
+        if engine not in ("ctranslate2", "onnxruntime") or not isinstance(count, int) or count < 1:
+            parser.error(f"--engine_threads: {engine}={count} is not ctranslate2=N or onnxruntime=N with N >= 1")
     if (args.int8 or args.onnxruntime) and args.device.type != "cpu":
         parser.error("--int8 (dynamic quantisation) and --onnxruntime run on CPU only.")
     counts = ("num_sentences", "latency_sentences", "batch_size", "repeats", "turn_sentences")
@@ -121,13 +128,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def config_fields(text: str | None) -> dict:
+def config_fields(text: str | None, flag: str = "--config_overrides") -> dict:
     """ "d_model=128,dropout=0.3" as {"d_model": 128, "dropout": 0.3}: Python literals as such, others as text."""
     fields = {}
     for item in filter(None, (text or "").split(",")):
         name, equals, value = item.partition("=")
         if not equals:
-            raise ValueError(f"--config_overrides: {item!r} is not name=value")
+            raise ValueError(f"{flag}: {item!r} is not name=value")
         try:
             fields[name.strip()] = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):
@@ -231,14 +238,16 @@ def variants(args, base: dict[str, nn.Module], tokenizer) -> list[tuple[str, dic
 
         inductor_config.freezing = args.device.type == "cpu"  # prepacks the weights for oneDNN
         result.append(("compile", converted(compiled, kinds=("glat", "ctc", "nat"))))
-    if args.ctranslate2:  # the AR model only, converted, with torch's thread count (README, "Speed")
+    threads = args.engine_threads.get  # None: torch's thread count
+    if args.ctranslate2:  # the AR model only, converted (README, "Speed")
         from glat_hf.ctranslate2_baseline import converted_translators
 
-        result += [(variant, {"ar": ct2}) for variant, ct2 in converted_translators(base["ar"], tokenizer).items()]
-    if args.onnxruntime:  # the GLAT models exported, with torch's thread count; the PyTorch AR model reranks
+        translators = converted_translators(base["ar"], tokenizer, threads("ctranslate2"))
+        result += [(variant, {"ar": ct2}) for variant, ct2 in translators.items()]
+    if args.onnxruntime:  # the GLAT models exported; the PyTorch AR model reranks
         from glat_hf.onnx import exported_models
 
-        graphs = {kind: exported_models(model) for kind, model in base.items() if kind != "ar"}
+        graphs = {kind: exported_models(model, threads("onnxruntime")) for kind, model in base.items() if kind != "ar"}
         result += [(variant, {kind: pair[variant] for kind, pair in graphs.items()}) for variant in ("fp32", "int8")]
     return result
 
@@ -322,8 +331,7 @@ def quality(args, run: Run, tokenizer, sources, references, tokens, max_source) 
 def benchmark_decoding(args, all_runs, tokenizer, sources, references, single, batched, max_source) -> list[dict]:
     device, special_ids = args.device, set(tokenizer.all_special_ids)
     warm, cpu_memory = single[: args.warmup] + batched[:1], CpuMemory()
-    where = dict(device=str(device), threads=torch.get_num_threads() if device.type == "cpu" else None)
-    where.update(turn_sentences=args.turn_sentences)
+    threads = torch.get_num_threads() if device.type == "cpu" else None
 
     # Untimed: warm-up, peak memory, output lengths, quality.
     rows = {}
@@ -337,7 +345,10 @@ def benchmark_decoding(args, all_runs, tokenizer, sources, references, single, b
             for index, row in zip(batch.indices, ids.tolist()):
                 tokens[index] = [t for t in row if t not in special_ids]
         scores = dict(trained=run.trained, **quality(args, run, tokenizer, sources, references, tokens, max_source))
-        base = dict(kind="decode", system=run.system, engine=run.engine, variant=run.variant, **where)
+        base = dict(kind="decode", system=run.system, engine=run.engine, variant=run.variant, device=str(device))
+        base.update(
+            threads=threads and args.engine_threads.get(run.engine, threads), turn_sentences=args.turn_sentences
+        )
         one = dict(batch_size=1, num_sentences=len(single), peak_mem_mb=mem_single)
         many = dict(batch_size=args.batch_size, num_sentences=len(sources), num_batches=len(batched))
         for sizes in (one, dict(many, peak_mem_mb=mem_batched)):
