@@ -111,9 +111,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     try:
         args.device = resolve_device(args.device)
         args.overrides = config_fields(args.config_overrides)
-        args.engine_threads = config_fields(
-            args.engine_threads, "--engine_threads"
-        )  # engines left out: --threads (torch's)
+        args.engine_threads = config_fields(args.engine_threads, "--engine_threads")
     except ValueError as error:
         parser.error(str(error))
     for engine, count in args.engine_threads.items():
@@ -238,18 +236,23 @@ def variants(args, base: dict[str, nn.Module], tokenizer) -> list[tuple[str, dic
 
         inductor_config.freezing = args.device.type == "cpu"  # prepacks the weights for oneDNN
         result.append(("compile", converted(compiled, kinds=("glat", "ctc", "nat"))))
-    threads = args.engine_threads.get  # None: torch's thread count
     if args.ctranslate2:  # the AR model only, converted (README, "Speed")
         from glat_hf.ctranslate2_baseline import converted_translators
 
-        translators = converted_translators(base["ar"], tokenizer, threads("ctranslate2"))
+        translators = converted_translators(base["ar"], tokenizer, engine_threads(args, "ctranslate2"))
         result += [(variant, {"ar": ct2}) for variant, ct2 in translators.items()]
     if args.onnxruntime:  # the GLAT models exported; the PyTorch AR model reranks
         from glat_hf.onnx import exported_models
 
-        graphs = {kind: exported_models(model, threads("onnxruntime")) for kind, model in base.items() if kind != "ar"}
+        threads = engine_threads(args, "onnxruntime")
+        graphs = {kind: exported_models(model, threads) for kind, model in base.items() if kind != "ar"}
         result += [(variant, {kind: pair[variant] for kind, pair in graphs.items()}) for variant in ("fp32", "int8")]
     return result
+
+
+def engine_threads(args, engine: str) -> int | None:
+    """An engine's intra-op threads on CPU: its --engine_threads, else torch's (--threads); None on a GPU."""
+    return args.engine_threads.get(engine, torch.get_num_threads()) if args.device.type == "cpu" else None
 
 
 @dataclass
@@ -331,7 +334,6 @@ def quality(args, run: Run, tokenizer, sources, references, tokens, max_source) 
 def benchmark_decoding(args, all_runs, tokenizer, sources, references, single, batched, max_source) -> list[dict]:
     device, special_ids = args.device, set(tokenizer.all_special_ids)
     warm, cpu_memory = single[: args.warmup] + batched[:1], CpuMemory()
-    threads = torch.get_num_threads() if device.type == "cpu" else None
 
     # Untimed: warm-up, peak memory, output lengths, quality.
     rows = {}
@@ -346,9 +348,7 @@ def benchmark_decoding(args, all_runs, tokenizer, sources, references, single, b
                 tokens[index] = [t for t in row if t not in special_ids]
         scores = dict(trained=run.trained, **quality(args, run, tokenizer, sources, references, tokens, max_source))
         base = dict(kind="decode", system=run.system, engine=run.engine, variant=run.variant, device=str(device))
-        base.update(
-            threads=threads and args.engine_threads.get(run.engine, threads), turn_sentences=args.turn_sentences
-        )
+        base.update(threads=engine_threads(args, run.engine), turn_sentences=args.turn_sentences)
         one = dict(batch_size=1, num_sentences=len(single), peak_mem_mb=mem_single)
         many = dict(batch_size=args.batch_size, num_sentences=len(sources), num_batches=len(batched))
         for sizes in (one, dict(many, peak_mem_mb=mem_batched)):
