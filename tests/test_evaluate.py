@@ -114,8 +114,8 @@ def test_a_re_evaluated_row_keeps_its_place(tmp_path):
 
 
 def test_a_checkpoint_row_takes_its_own_steps_and_the_seed_of_its_run(tmp_path):
-    """train.py writes training_args.json into the run folder only: a checkpoint's row reads the seed there, and
-    its own steps (not the run's final steps or wall time)."""
+    """train.py writes training_args.json into the run folder when training starts, not into checkpoints: a
+    checkpoint's row reads the seed there, and its own steps (not the run's final steps or wall time)."""
     run = tmp_path / "run"
     (run / "checkpoint-525").mkdir(parents=True)
     (run / "training_args.json").write_text(json.dumps({"seed": 43}))

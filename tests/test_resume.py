@@ -117,6 +117,8 @@ def test_sigkill_then_resume_gives_the_uninterrupted_model(multi30k_dir, tmp_pat
         + (tmp_path / "interrupted.log").read_text()[-3000:]
     )
     assert not (interrupted / "model.safetensors").exists(), "the killed run got to its final save"
+    # Its arguments are there from the start: rows of its checkpoints carry the seed.
+    assert json.loads((interrupted / "training_args.json").read_text())["seed"] == 0
     resumed_from = max(complete_checkpoints(interrupted))
     assert resumed_from < MAX_STEPS
 

@@ -305,6 +305,10 @@ def main(argv: list[str] | None = None) -> dict:
         results.update(metrics)
 
     if training_args.do_train:
+        # Written first, so that the checkpoints of a running or stopped run carry their arguments (seed) too.
+        if trainer.is_world_process_zero():
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            (Path(output_dir) / "training_args.json").write_text(training_args.to_json_string())
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()  # model (safetensors), config, generation config, tokenizer
         trainer.save_state()
@@ -340,8 +344,7 @@ def main(argv: list[str] | None = None) -> dict:
             tokenizer.save_pretrained(output_dir)
         (output_dir / "training_log.json").write_text(json.dumps(trainer.state.log_history, indent=2))
         print_summary(results, raw, names, hypotheses, data_args, output_dir)
-        if training_args.do_train:  # the folder holds the trained model: its arguments, as the card reads them
-            (output_dir / "training_args.json").write_text(training_args.to_json_string())
+        if training_args.do_train:  # the folder holds the trained model; the card reads training_args.json
             write_card(model_args, data_args, training_args, names)
     trainer.end()  # every process: ends the process group of a multi-process run
     return results
