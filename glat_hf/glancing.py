@@ -173,8 +173,9 @@ def glance_count(
 
 def _uniform(shape: torch.Size, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
     """Uniform numbers in [0, 1) drawn on the generator's device, returned on `device`."""
-    source = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=source).to(device)
+    if generator is None:  # no generator keyword: torch.compile cannot trace rand(generator=None) of a dynamic shape
+        return torch.rand(shape, device=device)
+    return torch.rand(shape, generator=generator, device=generator.device).to(device)
 
 
 def _gumbel(shape: torch.Size, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:

@@ -169,6 +169,9 @@ class GlancingPolicy:
             self.blank_token_id,
         )
 
+    # Eager under torch.compile (`--torch_compile`): it reads λ and appends to its statistics every step, each of
+    # which would recompile the model's graph; what it computes between the two passes is small.
+    @torch.compiler.disable
     def __call__(self, logits, labels, decoder_mask):
         references = self.references(logits, labels, decoder_mask)
         predictions = logits.argmax(-1)
