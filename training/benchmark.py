@@ -388,10 +388,7 @@ def benchmark_decoding(args, all_runs, tokenizer, sources, references, single, b
 
 # -------------------------------------------------------------------------------------- training cost
 def benchmark_training(args, models, tokenizer, train_pairs, max_source) -> list[dict]:
-    """Tokens/s of a GLAT step (two passes), a NAT step and an AR step on one batch of real sentence pairs; with
-    --bf16 also under bfloat16 autocast (fp32 weights and optimizer: what train.py --bf16 runs), with --compile
-    also with the whole model under torch.compile (what train.py --torch_compile runs; it compiles in the warm-up
-    steps)."""
+    """Tokens/s of a GLAT step (two passes), a NAT and an AR step on one batch of pairs (fp32, --bf16, --compile)."""
     device = args.device
     train_sources, train_targets = (texts[: args.train_batch_size] for texts in train_pairs)
     batch = tensors(tokenizer, train_sources, max_source, device)
@@ -410,8 +407,7 @@ def benchmark_training(args, models, tokenizer, train_pairs, max_source) -> list
     compiled = {name: torch.compile(model) for name, (model, _) in steps.items()} if args.compile else {}
 
     def step(name, variant):
-        model, extra = steps[name]
-        model = compiled[name] if variant == "compile" else model  # the same parameters and optimizer
+        model, extra = compiled[name] if variant == "compile" else steps[name][0], steps[name][1]
         optimizers[name].zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=variant == "bf16"):
             loss = model(**batch, **extra).loss
