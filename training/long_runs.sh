@@ -8,7 +8,7 @@
 #   VARIANT=wsd ARGS="--lr_scheduler_type warmup_stable_decay ..." bash training/long_runs.sh
 #
 # VARIANT names a variant of the recipe whose extra train.py flags are ARGS: its runs are <model>_<STEPS>_<VARIANT>_s<seed>
-# and its rows say "<system>, <VARIANT>, <STEPS>-step schedule, ...".
+# and its rows say "<system>, <VARIANT>, <STEPS>-step schedule, ..." with method <method>_<VARIANT>.
 # JOBS (default 1) trainings run side by side, each with OMP_NUM_THREADS=$THREADS (default: 1 when JOBS > 1): on
 # the 2-core CPU two runs of one thread each finish sooner than one after the other. On a GPU machine train.py
 # takes the GPU by itself; keep JOBS=1 there. A finished run is skipped and an interrupted one resumes from its
@@ -64,7 +64,7 @@ for seed in ${SEEDS:-42 43}; do
       checkpoint="$out/checkpoint-$step"
       [ "$step" = "$STEPS" ] && checkpoint=$out  # the final model
       $PY training/evaluate_model.py "$checkpoint" --system "${SYSTEM[$model]}, ${VARIANT:+$VARIANT, }$STEPS-step schedule, seed $seed, at $step steps" \
-        --method "${METHOD[$model]}" --data distilled --data_folder "$DISTILLED" --results "$RESULTS" \
+        --method "${METHOD[$model]}${VARIANT:+_$VARIANT}" --data distilled --data_folder "$DISTILLED" --results "$RESULTS" \
         --train_command "$(train_command "$model" "$seed" "$SHOWN_DISTILLED")" --skip_existing
     done
   done
