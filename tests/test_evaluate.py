@@ -14,8 +14,11 @@ COUNT = 16
 
 
 @pytest.mark.parametrize("offset", [True, False])
-def test_rows_carry_bleu_of_the_written_translations_and_the_length_predictor_report(multi30k_dir, tmp_path, offset):
+def test_rows_carry_bleu_of_the_written_translations_and_the_length_predictor_report(
+    multi30k_dir, tmp_path, offset, monkeypatch
+):
     sources, targets = read_pairs(multi30k_dir, split="test_2016_flickr", count=COUNT)
+    monkeypatch.setenv("GLAT_DATA_DIR", str(tmp_path))  # the row's command names the data folder through it
     data = tmp_path / "data"
     data.mkdir()
     for lang, lines in (("en", sources), ("de", targets)):
@@ -73,6 +76,7 @@ def test_rows_carry_bleu_of_the_written_translations_and_the_length_predictor_re
     hypotheses = [" ".join(text.split()) for text in tokenizer.batch_decode(oracle, skip_special_tokens=True)]
     assert row["oracle_length_bleu"] == round(corpus_bleu(hypotheses, targets)["score"], 2)
     assert row["method"] is None and row["seed"] is None and row["test_set"] == "test_2016_flickr"
+    assert "--data_folder $GLAT_DATA_DIR/data " in row["command"] and str(tmp_path) not in row["command"]
     glance = row["glanced_accuracy"]
     assert glance["fraction"] == 0.25 and 0.0 <= glance["accuracy"] <= 1.0 and 0.0 <= glance["accuracy_glanced"] <= 1.0
 

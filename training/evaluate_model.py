@@ -30,7 +30,7 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import glat_hf  # noqa: F401  (registers "glat" with the Auto classes)
-from glat_hf.data import column, load_multi30k, load_parallel_folder
+from glat_hf.data import DATA_DIR_VARIABLE, column, data_dir, load_multi30k, load_parallel_folder
 from glat_hf.glancing import select_glance_positions
 from glat_hf.metrics import corpus_bleu, repetition_ratio
 from glat_hf.modeling_glat import GlatForConditionalGeneration
@@ -240,6 +240,12 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines + [""] + notes)
 
 
+def portable(command: str) -> str:
+    """The command with the data folder written as $GLAT_DATA_DIR, so that a row reads the same on every machine."""
+    folder = data_dir()
+    return command.replace(str(folder), f"${DATA_DIR_VARIABLE}") if folder else command
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_arguments(argv)
@@ -307,7 +313,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             # lengths reach is the yardstick of a length predictor trained on its distillation
             "output_lengths": length_prediction(written, reference),
             "model": str(model_dir),
-            "command": " && ".join(filter(None, [args.train_command, command])),
+            "command": portable(" && ".join(filter(None, [args.train_command, command]))),
         }
         if is_glat and not model.config.use_ctc:
             reference = reference.clamp(max=model.config.max_target_length)

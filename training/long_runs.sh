@@ -7,8 +7,9 @@
 #   SEEDS="42 43" MODELS="glat nat" STEPS=3150 JOBS=2 bash training/long_runs.sh
 #   VARIANT=wsd ARGS="--lr_scheduler_type warmup_stable_decay ..." bash training/long_runs.sh
 #
-# VARIANT names a variant of the recipe whose extra train.py flags are ARGS: its runs are <model>_<STEPS>_<VARIANT>_s<seed>
-# and its rows say "<system>, <VARIANT>, <STEPS>-step schedule, ..." with method <method>_<VARIANT>.
+# VARIANT names a variant of the recipe whose extra train.py flags are ARGS: its runs are
+# <model>_<STEPS>_<VARIANT>_s<seed>, its rows say "<system>, <VARIANT>, <STEPS>-step schedule, ..." with method
+# <method>_<VARIANT>. The rows' commands name the data folder as $GLAT_DATA_DIR (evaluate_model.py writes them so).
 # JOBS (default 1) trainings run side by side, each with OMP_NUM_THREADS=$THREADS (default: 1 when JOBS > 1): on
 # the 2-core CPU two runs of one thread each finish sooner than one after the other. On a GPU machine train.py
 # takes the GPU by itself; keep JOBS=1 there. A finished run is skipped and an interrupted one resumes from its
@@ -19,8 +20,6 @@ R=${1:-outputs/long}
 PY=${PYTHON:-.venv/bin/python}
 RESULTS=${RESULTS:-results/multi30k_en_de.json}
 DISTILLED=${DISTILLED:-${GLAT_DATA_DIR:?set GLAT_DATA_DIR or DISTILLED}/multi30k_distilled}
-# The rows' commands name the data as $GLAT_DATA_DIR/..., so they read the same on every machine.
-SHOWN_DISTILLED=${DISTILLED/#${GLAT_DATA_DIR:-\$GLAT_DATA_DIR}/\$GLAT_DATA_DIR}
 VARIANT=${VARIANT:-}
 ARGS=${ARGS:-}
 STEPS=${STEPS:-3150}
@@ -37,9 +36,9 @@ run_dir() {  # MODEL SEED
   echo "$R/${1}_${STEPS}${VARIANT:+_$VARIANT}_s$2"
 }
 
-train_command() {  # MODEL SEED DATA: the train.py command line of one run
-  echo "python training/train.py training/recipes/multi30k_en_de_${RECIPE[$1]}.json --data_folder $3" \
-    "--tokenizer_name $3/teacher --max_steps $STEPS --eval_steps $THIRD --save_steps $((STEPS / 6))" \
+train_command() {  # MODEL SEED: the train.py command line of one run
+  echo "python training/train.py training/recipes/multi30k_en_de_${RECIPE[$1]}.json --data_folder $DISTILLED" \
+    "--tokenizer_name $DISTILLED/teacher --max_steps $STEPS --eval_steps $THIRD --save_steps $((STEPS / 6))" \
     "--save_total_limit 7 --seed $2${ARGS:+ $ARGS} --output_dir $(run_dir "$1" "$2")"
 }
 
@@ -48,7 +47,7 @@ for seed in ${SEEDS:-42 43}; do
   for model in ${MODELS:-glat nat}; do
     out=$(run_dir "$model" "$seed")
     [ -f "$out/all_results.json" ] && continue
-    command=$(train_command "$model" "$seed" "$DISTILLED")
+    command=$(train_command "$model" "$seed")
     # eval: ARGS may hold shell quoting (a JSON value), written into the rows' commands as it is
     eval "OMP_NUM_THREADS=$THREADS $PY ${command#python } --disable_tqdm true" > "$out.log" 2>&1 &
     running=$((running + 1))
@@ -63,9 +62,11 @@ for seed in ${SEEDS:-42 43}; do
     for step in $THIRD $((2 * THIRD)) $STEPS; do
       checkpoint="$out/checkpoint-$step"
       [ "$step" = "$STEPS" ] && checkpoint=$out  # the final model
-      $PY training/evaluate_model.py "$checkpoint" --system "${SYSTEM[$model]}, ${VARIANT:+$VARIANT, }$STEPS-step schedule, seed $seed, at $step steps" \
-        --method "${METHOD[$model]}${VARIANT:+_$VARIANT}" --data distilled --data_folder "$DISTILLED" --results "$RESULTS" \
-        --train_command "$(train_command "$model" "$seed" "$SHOWN_DISTILLED")" --skip_existing
+      system="${SYSTEM[$model]}, ${VARIANT:+$VARIANT, }$STEPS-step schedule, seed $seed, at $step steps"
+      method="${METHOD[$model]}${VARIANT:+_$VARIANT}"
+      $PY training/evaluate_model.py "$checkpoint" --system "$system" --method "$method" \
+        --data distilled --data_folder "$DISTILLED" --results "$RESULTS" \
+        --train_command "$(train_command "$model" "$seed")" --skip_existing
     done
   done
 done
