@@ -38,7 +38,7 @@ TOKEN_BATCH_STRATEGIES = ("random", "group_by_length")
 
 @dataclass
 class ExactResumeSeq2SeqTrainingArguments(Seq2SeqTrainingArguments):
-    """Seq2SeqTrainingArguments plus `max_tokens`, read by [`ExactResumeSeq2SeqTrainer`]."""
+    """Seq2SeqTrainingArguments plus `max_tokens` and `lr_decay_fraction`, read by [`ExactResumeSeq2SeqTrainer`]."""
 
     max_tokens: int | None = field(
         default=None,
@@ -50,9 +50,19 @@ class ExactResumeSeq2SeqTrainingArguments(Seq2SeqTrainingArguments):
             "per_device_train_batch_size for training (evaluation keeps per_device_eval_batch_size)."
         },
     )
+    lr_decay_fraction: float | None = field(
+        default=None,
+        metadata={
+            "help": "With lr_scheduler_type warmup_stable_decay: decay over this fraction of the training steps "
+            "(sets lr_scheduler_kwargs' num_decay_steps from the run's length, so a recipe keeps its shape under "
+            "--max_steps; transformers takes the decay as a number of steps)."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
+        if self.lr_decay_fraction is not None:
+            self._check_lr_decay_fraction()
         if self.max_tokens is None:
             return
         name = f"{type(self).__name__}.max_tokens"
@@ -77,6 +87,22 @@ class ExactResumeSeq2SeqTrainingArguments(Seq2SeqTrainingArguments):
                 f"{name} is set: training batches are built by tokens and per_device_train_batch_size "
                 f"({self.per_device_train_batch_size}) is not used for them."
             )
+
+    def _check_lr_decay_fraction(self):
+        name = f"{type(self).__name__}.lr_decay_fraction"
+        if not 0.0 < self.lr_decay_fraction <= 1.0:
+            raise ValueError(f"{name} must be in (0, 1], got {self.lr_decay_fraction!r}.")
+        if self.lr_scheduler_type != "warmup_stable_decay":
+            raise ValueError(
+                f"{name} sets the decay of the warmup_stable_decay schedule; lr_scheduler_type is "
+                f"{self.lr_scheduler_type.value!r}."
+            )
+        if "num_decay_steps" in (self.lr_scheduler_kwargs or {}):
+            raise ValueError(f"{name} and lr_scheduler_kwargs' num_decay_steps both set the decay: give one.")
+
+    def decay_steps(self, num_training_steps: int) -> int:
+        """The warmup_stable_decay schedule's decay steps for a run of `num_training_steps`."""
+        return max(1, round(self.lr_decay_fraction * num_training_steps))
 
 
 @dataclass
@@ -332,6 +358,15 @@ class ExactResumeSeq2SeqTrainer(Seq2SeqTrainer):
     @property
     def _data_seed(self) -> int:
         return self.args.data_seed if self.args.data_seed is not None else self.args.seed
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None and getattr(self.args, "lr_decay_fraction", None) is not None:
+            # written into the arguments, so training_args.json records the schedule that ran
+            self.args.lr_scheduler_kwargs = {
+                **(self.args.lr_scheduler_kwargs or {}),
+                "num_decay_steps": self.args.decay_steps(num_training_steps),
+            }
+        return super().create_scheduler(num_training_steps, optimizer)
 
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)

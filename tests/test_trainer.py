@@ -95,6 +95,52 @@ def test_bad_argument_names_itself_as_an_argument_of_the_library(name, value):
         GlatTrainingArguments(output_dir="unused", report_to=[], **{name: value})
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"lr_decay_fraction": 0.0}, r"must be in \(0, 1\]"),
+        ({"lr_decay_fraction": 1.5}, r"must be in \(0, 1\]"),
+        ({"lr_decay_fraction": 0.2, "lr_scheduler_type": "linear"}, "lr_scheduler_type is 'linear'"),
+        (
+            {"lr_decay_fraction": 0.2, "lr_scheduler_kwargs": {"num_decay_steps": 3}},
+            "num_decay_steps both set the decay",
+        ),
+    ],
+)
+def test_a_bad_decay_fraction_names_the_problem(options, message):
+    options = {"lr_scheduler_type": "warmup_stable_decay", **options}
+    with pytest.raises(ValueError, match=rf"^GlatTrainingArguments\.lr_decay_fraction .*{message}"):
+        GlatTrainingArguments(output_dir="unused", report_to=[], use_cpu=True, **options)
+
+
+@pytest.mark.parametrize("max_steps, decay_steps", [(12, 3), (40, 10)])
+def test_the_decay_fraction_scales_the_warmup_stable_decay_schedule_with_the_run(max_steps, decay_steps, tmp_path):
+    args = GlatTrainingArguments(
+        output_dir=str(tmp_path),
+        report_to=[],
+        use_cpu=True,
+        max_steps=max_steps,
+        warmup_steps=2,
+        learning_rate=1.0,
+        lr_scheduler_type="warmup_stable_decay",
+        lr_scheduler_kwargs={"decay_type": "linear"},
+        lr_decay_fraction=0.25,
+    )
+    trainer = GlatTrainer(model=tiny_model(), args=args)
+    trainer.create_optimizer_and_scheduler(num_training_steps=max_steps)
+    rates = []
+    for _ in range(max_steps):
+        rates.append(trainer.lr_scheduler.get_last_lr()[0])
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    decay_start = max_steps - decay_steps  # the last step at the full rate
+    assert rates[:2] == [0.0, 0.5]  # warm-up
+    assert rates[2 : decay_start + 1] == [1.0] * (decay_start - 1)
+    assert all(later < earlier for earlier, later in zip(rates[decay_start:], rates[decay_start + 1 :]))
+    assert trainer.lr_scheduler.get_last_lr()[0] == 0.0
+    assert args.lr_scheduler_kwargs == {"decay_type": "linear", "num_decay_steps": decay_steps}
+
+
 def test_glancing_training_learns_and_glances_less_as_the_first_pass_improves(multi30k_dir, tmp_path):
     torch.manual_seed(0)
     sources, targets = read_pairs(multi30k_dir, count=64)
