@@ -63,6 +63,12 @@ class ExactResumeSeq2SeqTrainingArguments(Seq2SeqTrainingArguments):
         super().__post_init__()
         if self.lr_decay_fraction is not None:
             self._check_lr_decay_fraction()
+            if self.lr_scheduler_type != "warmup_stable_decay":  # a command line that overrides a recipe's schedule
+                logger.warning(
+                    f"lr_decay_fraction applies to the warmup_stable_decay schedule; the "
+                    f"{self.lr_scheduler_type.value!r} schedule does not use it."
+                )
+                self.lr_decay_fraction = None
         if self.max_tokens is None:
             return
         name = f"{type(self).__name__}.max_tokens"
@@ -92,11 +98,6 @@ class ExactResumeSeq2SeqTrainingArguments(Seq2SeqTrainingArguments):
         name = f"{type(self).__name__}.lr_decay_fraction"
         if not 0.0 < self.lr_decay_fraction <= 1.0:
             raise ValueError(f"{name} must be in (0, 1], got {self.lr_decay_fraction!r}.")
-        if self.lr_scheduler_type != "warmup_stable_decay":
-            raise ValueError(
-                f"{name} sets the decay of the warmup_stable_decay schedule; lr_scheduler_type is "
-                f"{self.lr_scheduler_type.value!r}."
-            )
         if "num_decay_steps" in (self.lr_scheduler_kwargs or {}):
             raise ValueError(f"{name} and lr_scheduler_kwargs' num_decay_steps both set the decay: give one.")
 

@@ -7,6 +7,7 @@ Multi30k through GLAT_DATA_DIR, as a user would run them.
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -287,6 +288,33 @@ def test_non_empty_output_dir_needs_overwrite(multi30k_dir, tmp_path):
         ["--output_dir", tmp_path / "new", "--do_train", "--resume_from_checkpoint", "true"], multi30k_dir, check=False
     )
     assert code != 0 and "no checkpoint" in output
+
+
+def train_commands_of_the_results() -> list[list[str]]:
+    """The arguments of each distinct train.py command in results/*.json (a row's command joins its steps with &&)."""
+    commands = []
+    for path in sorted((REPO / "results").glob("multi30k_*.json")):
+        for row in json.loads(path.read_text()):
+            step = []
+            for word in [*shlex.split(row.get("command", "")), "&&"]:
+                if word != "&&":
+                    step.append(word)
+                    continue
+                if step[1:2] == ["training/train.py"] and step[2:] not in commands:
+                    commands.append(step[2:])
+                step = []
+    return commands
+
+
+def test_the_results_train_commands_still_parse(monkeypatch):
+    """Each result row's training command runs with today's train.py and recipes: a recipe that changes a default
+    must not silently change (or break) what an earlier row's command trains; those rows state the old value."""
+    monkeypatch.chdir(REPO)
+    train = load_script("training/train.py")
+    commands = train_commands_of_the_results()
+    assert len(commands) > 20
+    for arguments in commands:
+        train.parse_arguments(arguments)
 
 
 @pytest.mark.parametrize("recipe", sorted((REPO / "training" / "recipes").glob("*.json")), ids=lambda path: path.stem)

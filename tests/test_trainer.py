@@ -100,7 +100,6 @@ def test_bad_argument_names_itself_as_an_argument_of_the_library(name, value):
     [
         ({"lr_decay_fraction": 0.0}, r"must be in \(0, 1\]"),
         ({"lr_decay_fraction": 1.5}, r"must be in \(0, 1\]"),
-        ({"lr_decay_fraction": 0.2, "lr_scheduler_type": "linear"}, "lr_scheduler_type is 'linear'"),
         (
             {"lr_decay_fraction": 0.2, "lr_scheduler_kwargs": {"num_decay_steps": 3}},
             "num_decay_steps both set the decay",
@@ -111,6 +110,14 @@ def test_a_bad_decay_fraction_names_the_problem(options, message):
     options = {"lr_scheduler_type": "warmup_stable_decay", **options}
     with pytest.raises(ValueError, match=rf"^GlatTrainingArguments\.lr_decay_fraction .*{message}"):
         GlatTrainingArguments(output_dir="unused", report_to=[], use_cpu=True, **options)
+
+
+def test_a_decay_fraction_leaves_another_schedule_alone():
+    """A recipe's fraction must not break a command line that picks another schedule."""
+    args = GlatTrainingArguments(
+        output_dir="unused", report_to=[], use_cpu=True, lr_scheduler_type="linear", lr_decay_fraction=0.2
+    )
+    assert args.lr_decay_fraction is None and args.lr_scheduler_kwargs in (None, {})
 
 
 @pytest.mark.parametrize("max_steps, decay_steps", [(12, 3), (40, 10)])
