@@ -185,6 +185,18 @@ def test_constant_schedule(tokenizer, tmp_path):
     assert "| λ schedule | constant 0.5 |" in write(folder).text
 
 
+def test_warmup_stable_decay_states_its_decay(tokenizer, tmp_path):
+    folder = make_output_folder(
+        tmp_path / "glat",
+        tokenizer,
+        lr_scheduler_type="warmup_stable_decay",
+        lr_scheduler_kwargs={"decay_type": "linear"},
+        lr_decay_fraction=0.25,
+    )
+    text = write(folder).text
+    assert "0.001, warmup_stable_decay schedule (held, then a linear decay over the last 5 steps), 2 warmup" in text
+
+
 def test_speed_rows_from_a_benchmark_json(tokenizer, tmp_path):
     folder = make_output_folder(tmp_path / "glat", tokenizer)
     text = write(folder).text
