@@ -55,7 +55,8 @@ class ExactResumeSeq2SeqTrainingArguments(Seq2SeqTrainingArguments):
         metadata={
             "help": "With lr_scheduler_type warmup_stable_decay: decay over this fraction of the training steps "
             "(sets lr_scheduler_kwargs' num_decay_steps from the run's length, so a recipe keeps its shape under "
-            "--max_steps; transformers takes the decay as a number of steps)."
+            "--max_steps; transformers takes the decay as a number of steps). Another lr_scheduler_type ignores it, "
+            "with a warning, so a command line can change a recipe's schedule."
         },
     )
 
