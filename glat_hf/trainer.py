@@ -102,10 +102,6 @@ class ExactResumeSeq2SeqTrainingArguments(Seq2SeqTrainingArguments):
         if "num_decay_steps" in (self.lr_scheduler_kwargs or {}):
             raise ValueError(f"{name} and lr_scheduler_kwargs' num_decay_steps both set the decay: give one.")
 
-    def decay_steps(self, num_training_steps: int) -> int:
-        """The warmup_stable_decay schedule's decay steps for a run of `num_training_steps`."""
-        return max(1, round(self.lr_decay_fraction * num_training_steps))
-
 
 @dataclass
 class GlatTrainingArguments(ExactResumeSeq2SeqTrainingArguments):
@@ -363,10 +359,10 @@ class ExactResumeSeq2SeqTrainer(Seq2SeqTrainer):
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None and getattr(self.args, "lr_decay_fraction", None) is not None:
-            # written into the arguments, so training_args.json records the schedule that ran
+            # written into the arguments, so that what train.py saves of them records the schedule that ran
             self.args.lr_scheduler_kwargs = {
                 **(self.args.lr_scheduler_kwargs or {}),
-                "num_decay_steps": self.args.decay_steps(num_training_steps),
+                "num_decay_steps": max(1, round(self.args.lr_decay_fraction * num_training_steps)),
             }
         return super().create_scheduler(num_training_steps, optimizer)
 

@@ -190,8 +190,7 @@ def test_warmup_stable_decay_states_its_decay(tokenizer, tmp_path):
         tmp_path / "glat",
         tokenizer,
         lr_scheduler_type="warmup_stable_decay",
-        lr_scheduler_kwargs={"decay_type": "linear"},
-        lr_decay_fraction=0.25,
+        lr_scheduler_kwargs={"decay_type": "linear", "num_decay_steps": 5},  # as train.py saves them after training
     )
     text = write(folder).text
     assert "0.001, warmup_stable_decay schedule (held, then a linear decay over the last 5 steps), 2 warmup" in text

@@ -196,12 +196,21 @@ def test_cpu_launch_with_two_processes_is_refused(multi30k_dir, tmp_path):
 
 
 def test_nat_trains_without_glancing(multi30k_dir, tmp_path):
-    run(["--output_dir", tmp_path, "--do_train", "--model_type", "nat", *TINY, "--max_steps", 4], multi30k_dir)
+    schedule = ["--lr_scheduler_type", "warmup_stable_decay", "--lr_decay_fraction", 0.5]  # the recipes' schedule
+    run(
+        ["--output_dir", tmp_path, "--do_train", "--model_type", "nat", *TINY, "--max_steps", 4, *schedule],
+        multi30k_dir,
+    )
     logs = step_logs(tmp_path, "loss")
     assert len(logs) == 4
     assert all("glancing_ratio" not in entry and "glanced_fraction" not in entry for entry in logs.values())
     assert all("length_accuracy" in entry for entry in logs.values())
-    assert "# NAT-base" in (tmp_path / "README.md").read_text(encoding="utf-8")
+    card = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert (
+        "# NAT-base" in card
+        and "warmup_stable_decay schedule (held, then a cosine decay over the last 2 steps)" in card
+    )
+    assert json.loads((tmp_path / "training_args.json").read_text())["lr_scheduler_kwargs"] == {"num_decay_steps": 2}
 
 
 def test_ar_baseline_and_reranked_glat_prediction(glat_run, multi30k_dir, tmp_path):

@@ -304,12 +304,15 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.save_metrics(prefix, metrics)
         results.update(metrics)
 
-    if training_args.do_train:
-        # Written first, so that the checkpoints of a running or stopped run carry their arguments (seed) too.
+    def save_arguments() -> None:  # training_args.json, plain JSON that the model card and the result rows read
         if trainer.is_world_process_zero():
             Path(output_dir).mkdir(parents=True, exist_ok=True)
             (Path(output_dir) / "training_args.json").write_text(training_args.to_json_string())
+
+    if training_args.do_train:
+        save_arguments()  # first, so that the checkpoints of a running or stopped run carry their arguments (seed)
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        save_arguments()  # again, as they ran: the trainer fills in the scheduler's arguments (lr_decay_fraction)
         trainer.save_model()  # model (safetensors), config, generation config, tokenizer
         trainer.save_state()
         record("train", dict(train_result.metrics, train_samples=len(tokenized["train"])))
