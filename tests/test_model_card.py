@@ -18,7 +18,7 @@ from helpers import read_pairs, tiny_marian, tiny_model, tokenizer_for
 from huggingface_hub import ModelCard
 from transformers import GenerationConfig
 
-from glat_hf import GlatTrainingArguments
+from glat_hf import GlatConfig, GlatTrainingArguments
 from model_cards import ModelCardError, build_model_card, push_to_hub, write_model_card
 from model_cards.model_card import main
 
@@ -178,6 +178,18 @@ def test_training_settings_and_lambda_schedule(tokenizer, tmp_path):
     assert "| steps | 20 (0.8 epochs) |" in text and "0.001, linear schedule, 2 warmup steps" in text
     assert "| seed | 7 |" in text and "200 sentence pairs" in text
     assert "| knowledge distillation | not recorded |" in text
+    assert "| length loss weight | 0.1 |" in text
+
+
+def test_non_glanced_length_loss_weighting_is_stated(tokenizer, tmp_path):
+    folder = make_output_folder(tmp_path / "glat", tokenizer)
+    config = GlatConfig.from_pretrained(folder)
+    config.length_loss_weighting = "non_glanced"
+    config.save_pretrained(folder)
+    text = write(folder).text
+    assert (
+        "| length loss weight | 0.1 × the share of the batch's target tokens not glanced (the official code) |" in text
+    )
 
 
 def test_constant_schedule(tokenizer, tmp_path):
