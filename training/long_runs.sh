@@ -5,7 +5,7 @@
 #
 #   bash training/long_runs.sh [RUNS_DIR]                      (default outputs/long; run from the repo root)
 #   SEEDS="42 43" MODELS="glat nat" STEPS=3150 JOBS=2 bash training/long_runs.sh
-#   VARIANT=non_glanced ARGS="--config_overrides length_loss_weighting=non_glanced" bash training/long_runs.sh
+#   VARIANT=non_glanced_length_loss ARGS="--config_overrides length_loss_weighting=non_glanced" bash training/long_runs.sh
 #
 # VARIANT names a variant of the recipe whose extra train.py flags are ARGS: its runs are
 # <model>_<STEPS>_<VARIANT>_s<seed>, its rows say "<system>, <VARIANT>, <STEPS>-step schedule, ..." with method
