@@ -132,3 +132,18 @@ def test_a_checkpoint_row_takes_its_own_steps_and_the_seed_of_its_run(tmp_path):
         "train_wall_time_s": None,
     }
     assert evaluate_model.training_facts(run) == {"steps": 3150, "seed": 43, "train_wall_time_s": 3600.0}
+
+
+def test_the_table_prints_only_the_systems_asked_for(tmp_path, capsys):
+    path = tmp_path / "results.json"
+    row = lambda system, bleu: {  # noqa: E731
+        **{"system": system, "data": "distilled", "test_set": "t", "bleu": bleu, "repetition_ratio": 0.1},
+        **{"hardware": "cpu", "signature": "s", "command": f"train {system}"},
+    }
+    path.write_text(json.dumps([row("GLAT, seed 42", 29.19), row("NAT-base, seed 42", 26.24), row("GLAT, s43", 1.0)]))
+    evaluate_model.main(["--table", str(path), "--systems", "seed 42$"])
+    table = capsys.readouterr().out
+    assert "| GLAT, seed 42 | distilled | 29.19 |" in table and "| NAT-base, seed 42 | distilled | 26.24 |" in table
+    assert "s43" not in table
+    with pytest.raises(SystemExit, match="matches no row"):
+        evaluate_model.main(["--table", str(path), "--systems", "AR"])

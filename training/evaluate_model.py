@@ -12,7 +12,8 @@ predicted length is the reference's (`length_prediction`; `output_lengths`, in e
 the written translations), and whether the decoder uses glanced words
 (`glanced_accuracy`: its token accuracy on the other positions, with reference words glanced at random
 positions and without; the two passes of glancing training). A row with the same system, data and test set is
-replaced in place, so rerunning a command updates its rows. `--table FILE` prints a results file as Markdown.
+replaced in place, so rerunning a command updates its rows. `--table FILE` prints a results file as Markdown
+(`--systems REGEX`: only the rows whose system matches).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -67,6 +69,7 @@ def parse_arguments(argv):
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto.")
     parser.add_argument("--skip_existing", action="store_true", help="Only the test sets --results has no row of.")
     parser.add_argument("--table", type=Path, help="Print this results file as a Markdown table and exit.")
+    parser.add_argument("--systems", help="With --table: only the rows whose system matches this regex.")
     args = parser.parse_args(argv)
     if args.table is None and not (args.model and args.system and args.data and args.results):
         parser.error("MODEL, --system, --data and --results are required (or --table FILE).")
@@ -251,6 +254,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_arguments(argv)
     if args.table:
         rows = json.loads(args.table.read_text())
+        if args.systems:
+            rows = [row for row in rows if re.search(args.systems, row["system"])]
+            if not rows:
+                sys.exit(f"--systems {args.systems!r} matches no row of {args.table}")
         print(markdown_table(rows))
         return rows
     if args.skip_existing and args.results.is_file():
