@@ -1,5 +1,6 @@
 """The README's Python examples run as written, against a small saved model at the paths they name."""
 
+import json
 import re
 
 from helpers import REPO, read_pairs, tiny_marian, tiny_model, tokenizer_for
@@ -31,3 +32,34 @@ def test_readme_examples_run(tmp_path, monkeypatch, multi30k_dir):
     assert len(namespace["several"]) == 3 and namespace["several"][1]["translation_text"] == ""
     assert namespace["ids_onnx"].shape[0] == 2
     assert namespace["fresh"].config.vocab_size == len(namespace["tokenizer"])
+
+
+def test_todays_table_holds_the_rows_its_command_selects():
+    """The README's table of today's recipes: every per-seed number is a row its `--systems` command selects, every
+    mean is the mean of its seeds and the gap row is GLAT minus NAT-base, so the table cannot drift from the rows."""
+    section = (REPO / "README.md").read_text(encoding="utf-8").split("### Today's recipes")[1].split("\n### ")[0]
+    pattern = re.search(r"--systems \\\n\s+'(.+?)'\n", section).group(1)
+    by_system = {}
+    for row in json.loads((REPO / "results/multi30k_en_de.json").read_text()):
+        if re.search(pattern, row["system"]):
+            by_system.setdefault(row["system"], {})[row["test_set"]] = f"{row['bleu']:.2f}"
+    measured = {(sets["test_2016_flickr"], sets["test_2017_flickr"]) for sets in by_system.values()}
+    pair = re.compile(r"^\**([+-]?\d+\.\d\d) / ([+-]?\d+\.\d\d)\**$")
+    lines = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    table = {}
+    for line in lines[1:]:
+        system, *cells = [cell.strip() for cell in line.strip("|").split("|")]
+        table[system] = [tuple(map(float, pair.match(cell).groups())) if pair.match(cell) else None for cell in cells]
+    checked = 0
+    for system, (seed42, seed43, mean, _) in table.items():
+        seeds = [seed for seed in (seed42, seed43) if seed]
+        if not system.startswith("GLAT - NAT-base"):
+            for seed in seeds:
+                assert tuple(f"{b:.2f}" for b in seed) in measured, f"{system}: {seed} is not a selected row"
+                checked += 1
+        if len(seeds) == 2 and mean:
+            assert all(abs((a + b) / 2 - m) <= 0.0051 for a, b, m in zip(*seeds, mean)), system
+    glat, nat, gap = table["GLAT, one pass"], table["NAT-base, one pass"], table["GLAT - NAT-base"]
+    for g, n, d in zip(glat[:3], nat[:3], gap[:3]):
+        assert all(abs(a - b - c) <= 0.011 for a, b, c in zip(g, n, d))
+    assert checked >= 6
