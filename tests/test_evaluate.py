@@ -147,3 +147,6 @@ def test_the_table_prints_only_the_systems_asked_for(tmp_path, capsys):
     assert "s43" not in table
     with pytest.raises(SystemExit, match="matches no row"):
         evaluate_model.main(["--table", str(path), "--systems", "AR"])
+    with pytest.raises(SystemExit):
+        evaluate_model.main(["--table", str(path), "--systems", "(GLAT"])
+    assert "--systems '(GLAT' is not a regular expression" in capsys.readouterr().err

@@ -73,6 +73,13 @@ def parse_arguments(argv):
     args = parser.parse_args(argv)
     if args.table is None and not (args.model and args.system and args.data and args.results):
         parser.error("MODEL, --system, --data and --results are required (or --table FILE).")
+    if args.systems is not None:
+        if args.table is None:
+            parser.error("--systems filters --table FILE; give --table too.")
+        try:
+            re.compile(args.systems)
+        except re.error as error:
+            parser.error(f"--systems {args.systems!r} is not a regular expression: {error}")
     return args
 
 
