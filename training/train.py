@@ -13,6 +13,7 @@ trainer -> train / evaluate / predict -> summary and model card.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -349,6 +350,7 @@ def main(argv: list[str] | None = None) -> dict:
         print_summary(results, raw, names, hypotheses, data_args, output_dir)
         if training_args.do_train:  # the folder holds the trained model; the card reads training_args.json
             write_card(model_args, data_args, training_args, names)
+    trainer.accelerator.wait_for_everyone()  # no rank tears the group down while rank 0 still writes
     trainer.end()  # every process: ends the process group of a multi-process run
     return results
 
@@ -401,4 +403,7 @@ def write_card(model_args, data_args, training_args, names) -> None:
 
 if __name__ == "__main__":
     main()
-    PartialState().destroy_process_group()  # joins gloo's threads: left to exit, a process can abort
+    # The DDP wrapper keeps gloo's process group (and its threads) alive in a reference cycle; freed only at
+    # interpreter exit, its threads abort the process ('terminate called without an active exception').
+    gc.collect()
+    PartialState().destroy_process_group()
