@@ -8,11 +8,12 @@
 The graphs (beside config.json and the tokenizer; `.int8.onnx` for the dynamically quantized ones):
 
 - `model.onnx`: `generate`'s first pass in one session call. (input_ids, attention_mask) (B, S), length_beam_size m
-  and max_length (0-d), target_lengths (B,) (a length to decode, 0 where the graph predicts it) -> the encoder, the
-  top-m lengths in 1..max_length (CTC models: upsample_ratio x the source length), the decoder input copied from
-  the source for each of the N = B x m candidate rows (a source's candidates adjacent), one decoder pass ->
-  tokens (N, T) the argmax, token_scores (N, T) its log-probability (max - logsumexp), decoder_mask (N, T) and
-  encoder_states (B, S', d). Padding gets pad_token_id and score 0.
+  and max_length (0-d), target_lengths (B,) (a length to decode, 0 where the graph predicts it), with_scores (0-d
+  bool) -> the encoder, the top-m lengths in 1..max_length (CTC models: upsample_ratio x the source length), the
+  decoder input copied from the source for each of the N = B x m candidate rows (a source's candidates adjacent),
+  one decoder pass -> tokens (N, T) the argmax, token_scores (N, T) its log-probability (zeros unless
+  with_scores), decoder_mask (N, T) and encoder_states (B, S', d). Padding gets pad_token_id and score 0. Graphs
+  exported before with_scores take no such input and always score.
 - `decoder_model.onnx`: the decoder pass again, for Mask-Predict refinement: (input_ids, attention_mask) (N, S),
   encoder_states and encoder_attention_mask (B, S) once per source (cross-attention folds a source's candidates),
   decoder_mask (N, T) bool, glance_ids (N, T) (a token id where the decoder input is that token's embedding, -1
@@ -32,7 +33,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -62,7 +65,7 @@ PROG = "glat-export"
 MODEL_FILE, DECODER_FILE = "model.onnx", "decoder_model.onnx"
 OLD_ENCODER_FILE = "encoder_model.onnx"  # the first pass was two graphs before model.onnx
 OPSET = 18
-MODEL_INPUTS = ("input_ids", "attention_mask", "length_beam_size", "max_length", "target_lengths")
+MODEL_INPUTS = ("input_ids", "attention_mask", "length_beam_size", "max_length", "target_lengths", "with_scores")
 MODEL_OUTPUTS = ("tokens", "token_scores", "decoder_mask", "encoder_states")
 DECODER_INPUTS = (
     "input_ids",
@@ -93,23 +96,73 @@ def _require_onnx_extra(*modules: str):
 
 
 # ------------------------------------------------------------------------------------------------------- export
-def _decode_rows(model, input_ids, attention_mask, encoder_states, encoder_attention_mask, decoder_mask, glance_ids):
+def _decode_rows(
+    model,
+    input_ids,
+    attention_mask,
+    encoder_states,
+    encoder_attention_mask,
+    decoder_mask,
+    glance_ids,
+    with_scores=None,
+):
     """The decoder input copied from the source (glanced tokens where glance_ids >= 0; None: none), one decoder
     pass, and the tokens and scores of GlatForConditionalGeneration._decode.
 
-    Only the real positions go through the output layer, as _decode does on CPU. The argmax and its
-    log-probability (max - logsumexp there) are read from one LogSoftmax and a TopK of 1: ONNX Runtime's
-    ReduceLogSumExp, ReduceMax and ArgMax took 90 ms where these take 16 (960 x 8000 logits, one thread).
+    Only the real positions go through the output layer, as _decode does on CPU. The argmax is `_argmax`; its
+    log-probability comes from a LogSoftmax (ONNX Runtime's ReduceLogSumExp and ReduceMax took 90 ms where it
+    takes 16: 960 x 8000 logits, one thread). `with_scores`, a bool tensor (the first pass's graph input), skips
+    that LogSoftmax when nothing ranks or refines the tokens (`_scores_if`); None: always score.
     """
     glat = model.model
     glanced = None if glance_ids is None else glance_ids >= 0
     inputs = glat.decoder_inputs(input_ids, attention_mask, decoder_mask, glanced, glance_ids)
     hidden = glat.decoder(inputs, decoder_mask, encoder_states, glat.encoder_mask(encoder_attention_mask))
-    log_probs = torch.log_softmax(model.lm_head(hidden[decoder_mask]).float(), dim=-1)
-    scores, tokens = log_probs.topk(1, dim=-1)
+    logits = model.lm_head(hidden[decoder_mask]).float()
+    tokens = _argmax(logits)
+    scores = _scores(logits, tokens) if with_scores is None else _scripted_scores_if()(logits, tokens, with_scores)
     pad = torch.full(decoder_mask.shape, model.config.pad_token_id, dtype=torch.long)
-    tokens = pad.masked_scatter(decoder_mask, tokens[:, 0])  # back to (N, T): padding gets pad_token_id
-    return tokens, torch.zeros(decoder_mask.shape).masked_scatter(decoder_mask, scores[:, 0])  # and score 0
+    tokens = pad.masked_scatter(decoder_mask, tokens)  # back to (N, T): padding gets pad_token_id
+    return tokens, torch.zeros(decoder_mask.shape).masked_scatter(decoder_mask, scores)  # and score 0
+
+
+def _argmax(logits: torch.Tensor) -> torch.Tensor:
+    """logits.argmax(-1) of (rows, V) logits (the first of equal maxima, as PyTorch's max), in two stages: the
+    maximum of each block of the vocabulary (ReduceMax over a short inner axis), the first block that holds the
+    row's maximum, then the first maximum inside that block. ONNX Runtime's ArgMax and TopK scan an 8,000-wide row
+    several times slower: 960 x 8000 logits, one thread, 14 ms a TopK of 1, 5 ms these.
+    """
+    vocab = logits.shape[-1]
+    block = next(size for size in range(math.isqrt(vocab), 0, -1) if vocab % size == 0)
+    if block < math.isqrt(vocab) // 2:  # no divisor near the square root: pad the vocabulary with -inf
+        block = math.isqrt(vocab)
+        logits = nn.functional.pad(logits, (0, -vocab % block), value=float("-inf"))
+    grid = logits.reshape(-1, logits.shape[-1] // block, block)
+    best_block = grid.amax(-1).argmax(-1, keepdim=True)  # (rows, 1)
+    inside = grid.gather(1, best_block[:, :, None].expand(-1, 1, block))[:, 0].argmax(-1)
+    return best_block[:, 0] * block + inside
+
+
+def _scores(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """The log-probability of each row's token."""
+    return torch.log_softmax(logits, -1).gather(-1, tokens[:, None])[:, 0]
+
+
+def _scores_if(logits: torch.Tensor, tokens: torch.Tensor, with_scores: torch.Tensor) -> torch.Tensor:
+    """_scores where `with_scores`, else zeros. Scripted (`_scripted_scores_if`), it exports as an ONNX If, so a
+    first pass that neither ranks length candidates nor refines skips the LogSoftmax over the vocabulary."""
+    if bool(with_scores):
+        return _scores(logits, tokens)
+    return torch.zeros(tokens.shape, dtype=logits.dtype)
+
+
+@functools.cache
+def _scripted_scores_if():
+    """`_scores_if` as TorchScript: the legacy exporter (dynamo=False) turns its branch into an If node, where a
+    trace would freeze the branch of the example batch. torch.jit.script is deprecated with that exporter."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.script(_scores_if)
 
 
 class _FirstPassGraph(nn.Module):
@@ -120,7 +173,7 @@ class _FirstPassGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, length_beam_size, max_length, target_lengths):
+    def forward(self, input_ids, attention_mask, length_beam_size, max_length, target_lengths, with_scores):
         model = self.model
         states = model.model.encode(input_ids, attention_mask).last_hidden_state
         if model.config.use_ctc:
@@ -131,7 +184,7 @@ class _FirstPassGraph(nn.Module):
             given = _repeat_rows(target_lengths, length_beam_size)  # oracle lengths, where not 0
             decoder_mask, candidates = _lengths_to_mask(torch.where(given > 0, given, predicted)), length_beam_size
         rows = (_repeat_rows(input_ids, candidates), _repeat_rows(attention_mask, candidates))
-        tokens, scores = _decode_rows(model, *rows, states, attention_mask, decoder_mask, None)
+        tokens, scores = _decode_rows(model, *rows, states, attention_mask, decoder_mask, None, with_scores)
         return tokens, scores, decoder_mask, states
 
 
@@ -242,7 +295,7 @@ def _export_graphs(model: GlatForConditionalGeneration, output_dir: Path) -> lis
     sources, states = {0: "batch", 1: "source_length"}, {0: "batch", 1: "encoder_length"}
     candidate_sources, targets = {0: "rows", 1: "source_length"}, {0: "rows", 1: "target_length"}
     first_pass_args = (input_ids, attention_mask, torch.tensor(rows), torch.tensor(config.max_target_length))
-    first_pass_args += (torch.zeros(input_ids.shape[0], dtype=torch.long),)
+    first_pass_args += (torch.zeros(input_ids.shape[0], dtype=torch.long), torch.tensor(True))
     first_pass_axes = dict(
         input_ids=sources, attention_mask=sources, target_lengths={0: "batch"}, encoder_states=states
     )
@@ -402,6 +455,8 @@ class GlatOnnxModel:
             "length_beam_size": np.array(length_beam_size, dtype=np.int64),
             "max_length": np.array(max_length, dtype=np.int64),
             "target_lengths": target_lengths.long().numpy(),
+            # what _decode's with_scores is in GlatForConditionalGeneration.generate
+            "with_scores": np.array((length_beam_size > 1 and reranker is None) or num_iterations > 1),
         }
         outputs = self.first_pass_session.run(None, {name: feeds[name] for name in self._first_pass_inputs})
         tokens, token_scores, decoder_mask = (torch.from_numpy(output) for output in outputs[:3])

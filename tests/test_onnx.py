@@ -17,8 +17,10 @@ from glat_hf import GlatConfig, GlatForConditionalGeneration, GlatTranslationPip
 from glat_hf.translation import check_vocabulary, translate
 
 ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
 
-from glat_hf.onnx import GlatOnnxModel, export_onnx, graph_files, main  # noqa: E402
+import glat_hf.onnx as onnx_module  # noqa: E402
+from glat_hf.onnx import GlatOnnxModel, _argmax, export_onnx, graph_files, main  # noqa: E402
 
 SIZES = dict(TINY_SIZES, encoder_attention_heads=4, decoder_attention_heads=4, dropout=0.0)
 
@@ -144,7 +146,6 @@ def test_the_graphs_handle_padding_whatever_batch_the_trace_ran_on(glat, data, t
     (no attention mask, no gather of the real positions) are not frozen into them."""
     model, _, _ = glat
     _, tokenizer, _ = data
-    import glat_hf.onnx as onnx_module
 
     def unpadded_example(config):
         input_ids = torch.tensor([[10, 11, 12, 2]])
@@ -158,7 +159,12 @@ def test_the_graphs_handle_padding_whatever_batch_the_trace_ran_on(glat, data, t
     feeds = {name: inputs[name].numpy() for name in ("input_ids", "attention_mask")}
     feeds.update(length_beam_size=np.array(1), max_length=np.array(model.config.max_target_length))
     tokens, _, decoder_mask, states = onnx_model.first_pass_session.run(
-        None, {**feeds, "target_lengths": np.zeros(len(inputs["input_ids"]), dtype=np.int64)}
+        None,
+        {
+            **feeds,
+            "target_lengths": np.zeros(len(inputs["input_ids"]), dtype=np.int64),
+            "with_scores": np.array(False),
+        },
     )
     with torch.no_grad():
         expected = model.model.encode(inputs["input_ids"], inputs["attention_mask"]).last_hidden_state
@@ -166,6 +172,59 @@ def test_the_graphs_handle_padding_whatever_batch_the_trace_ran_on(glat, data, t
     torch.testing.assert_close(torch.from_numpy(states)[real], expected[real], atol=1e-4, rtol=1e-4)
     assert not decoder_mask.all() and torch.equal(torch.from_numpy(tokens), model.generate(**inputs))
     _assert_same(model, onnx_model, inputs, length_beam_size=3)
+
+
+def test_the_first_pass_scores_only_when_asked(glat, data):
+    """with_scores=False skips the LogSoftmax over the vocabulary (an If in the graph): the same tokens, zero
+    scores. With it, every real position has its log-probability (NPD and Mask-Predict, above, rank by them)."""
+    _, onnx_model, _ = glat
+    inputs = next(_batches(data))
+    feeds = {name: inputs[name].numpy() for name in ("input_ids", "attention_mask")}
+    feeds.update(length_beam_size=np.array(2), max_length=np.array(onnx_model.config.max_target_length))
+    feeds.update(target_lengths=np.zeros(len(inputs["input_ids"]), dtype=np.int64))
+    session = onnx_model.first_pass_session
+    tokens, scores, mask, _ = session.run(None, {**feeds, "with_scores": np.array(True)})
+    unscored_tokens, unscored, _, _ = session.run(None, {**feeds, "with_scores": np.array(False)})
+    assert np.array_equal(tokens, unscored_tokens) and not unscored.any()
+    assert (scores[mask] < 0).all() and not scores[~mask].any()
+    assert "If" in {node.op_type for node in onnx.load(onnx_model.name_or_path + "/model.onnx").graph.node}
+
+
+def test_graphs_exported_before_with_scores_load_and_decode_as_now(glat, data, tmp_path):
+    """A model.onnx of an earlier glat-export has no with_scores input and always scores: it is fed without it."""
+    _, onnx_model, folder = glat
+    for path in folder.iterdir():
+        shutil.copy(path, tmp_path)
+    graph = onnx.load(folder / "model.onnx")
+    graph.graph.input.remove(next(node for node in graph.graph.input if node.name == "with_scores"))
+    graph.graph.initializer.append(onnx.numpy_helper.from_array(np.array(True), "with_scores"))
+    onnx.save(graph, tmp_path / "model.onnx")
+    earlier = GlatOnnxModel.from_pretrained(tmp_path, threads=1)
+    assert "with_scores" not in earlier._first_pass_inputs
+    inputs = next(_batches(data))
+    for kwargs in ({}, {"length_beam_size": 3}, {"num_iterations": 2}):
+        assert torch.equal(earlier.generate(**inputs, **kwargs), onnx_model.generate(**inputs, **kwargs))
+
+
+@pytest.mark.parametrize("vocab", [8000, 7919, 12])
+def test_the_exported_argmax_is_the_first_maximum(vocab, tmp_path):
+    """_argmax (blocks of the vocabulary, padded with -inf where the size has no divisor near its square root)
+    gives torch.argmax's index, the first of equal maxima, in PyTorch and on ONNX Runtime."""
+    torch.manual_seed(0)
+    logits = torch.randn(40, vocab)
+    logits[::2, [1, vocab - 2]] = 10.0  # ties: the first one wins
+    logits[1::4, vocab - 1] = 10.0  # the last entry (past every block boundary)
+    expected = logits.argmax(-1)
+    assert torch.equal(_argmax(logits), expected)
+
+    class Argmax(torch.nn.Module):
+        def forward(self, logits):
+            return _argmax(logits)
+
+    path = tmp_path / "argmax.onnx"
+    onnx_module._export(Argmax(), (logits[:3],), path, ["logits"], ["argmax"], {"logits": {0: "rows"}})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert np.array_equal(session.run(None, {"logits": logits.numpy()})[0], expected.numpy())
 
 
 def test_ctc_gives_the_tokens_of_pytorch(ctc, data):
