@@ -130,7 +130,8 @@ def _argmax(logits: torch.Tensor) -> torch.Tensor:
     """logits.argmax(-1) of (rows, V) logits (the first of equal maxima, as PyTorch's max), in two stages: the
     maximum of each block of the vocabulary (ReduceMax over a short inner axis), the first block that holds the
     row's maximum, then the first maximum inside that block. ONNX Runtime's ArgMax and TopK scan an 8,000-wide row
-    several times slower: 960 x 8000 logits, one thread, 14 ms a TopK of 1, 5 ms these.
+    several times slower: 960 x 8000 logits, one thread, side by side on the 2-core Xeon, 14 ms a TopK of 1 (18 an
+    ArgMax), 5 ms these; 15 x 8000: 0.13 ms, 0.04 ms.
     """
     vocab = logits.shape[-1]
     block = next(size for size in range(math.isqrt(vocab), 0, -1) if vocab % size == 0)
