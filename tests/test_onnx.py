@@ -341,6 +341,20 @@ def test_session_threads_are_set_and_idle_threads_do_not_spin(glat):
         GlatOnnxModel.from_pretrained(onnx_model.name_or_path, threads=0)
 
 
+def test_sessions_keep_layer_norm_unfused(glat, tmp_path):
+    """GlatOnnxModel's sessions optimise the graph without SkipLayerNormFusion (slower here than what it fuses):
+    the optimised graph keeps LayerNormalization and has no SkipLayerNormalization."""
+    _, _, folder = glat
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    onnx_module._session(ort, folder / graph_files(True)[0], options)
+    ops = {node.op_type for node in onnx.load(tmp_path / "optimized.onnx").graph.node}
+    assert "LayerNormalization" in ops and "SkipLayerNormalization" not in ops
+    ort.InferenceSession(str(folder / graph_files(True)[0]), options, providers=["CPUExecutionProvider"])
+    fused = {node.op_type for node in onnx.load(tmp_path / "optimized.onnx").graph.node}
+    assert "SkipLayerNormalization" in fused  # what the default optimisations would have made of it
+
+
 def test_without_onnxruntime_the_error_says_how_to_install_it(glat, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
     with pytest.raises(ImportError, match=r"pip install glat-hf\[onnx\]"):
