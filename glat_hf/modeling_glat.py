@@ -140,6 +140,13 @@ def top_lengths(length_logits: torch.Tensor, length_beam_size: int, max_length: 
     return length_logits.masked_fill(~allowed, float("-inf")).topk(length_beam_size, dim=-1).indices.flatten()
 
 
+def needs_token_scores(length_beam_size: int, reranker, num_iterations: int) -> bool:
+    """Whether the first pass must score its tokens: NPD ranks its candidates by them (unless an autoregressive
+    reranker does), Mask-Predict re-predicts the least confident. Otherwise the logsumexp over the vocabulary is
+    skipped."""
+    return (length_beam_size > 1 and reranker is None) or num_iterations > 1
+
+
 def remask_positions(decoder_mask, scores, iteration: int, total: int) -> torch.Tensor:
     """Mask-Predict (Ghazvininejad et al. 2019): the T(N-t)/N least confident positions to predict again."""
     num_masked = (decoder_mask.sum(1) * (total - iteration)) // total
@@ -817,10 +824,8 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         copied = self.model.decoder_inputs(
             _repeat_rows(input_ids, length_beam_size), _repeat_rows(attention_mask, length_beam_size), decoder_mask
         )
-        self_rerank = length_beam_size > 1 and reranker is None
-        tokens, token_scores = self._decode(
-            copied, decoder_mask, encoder_states, encoder_mask, with_scores=self_rerank or num_iterations > 1
-        )
+        with_scores = needs_token_scores(length_beam_size, reranker, num_iterations)
+        tokens, token_scores = self._decode(copied, decoder_mask, encoder_states, encoder_mask, with_scores)
         for iteration in range(1, num_iterations):
             tokens, token_scores = self._refine(
                 copied, decoder_mask, encoder_states, encoder_mask, tokens, token_scores, iteration, num_iterations

@@ -57,6 +57,7 @@ from .modeling_glat import (
     best_candidates,
     default_generation_config,
     generation_settings,
+    needs_token_scores,
     remask_positions,
     top_lengths,
 )
@@ -110,9 +111,9 @@ def _decode_rows(
     pass, and the tokens and scores of GlatForConditionalGeneration._decode.
 
     Only the real positions go through the output layer, as _decode does on CPU. The argmax is `_argmax`; its
-    log-probability comes from a LogSoftmax (ONNX Runtime's ReduceLogSumExp and ReduceMax took 90 ms where it
-    takes 16: 960 x 8000 logits, one thread). `with_scores`, a bool tensor (the first pass's graph input), skips
-    that LogSoftmax when nothing ranks or refines the tokens (`_scores_if`); None: always score.
+    log-probability is read from a LogSoftmax (ONNX Runtime's ReduceLogSumExp and ReduceMax took 90 ms where a
+    LogSoftmax and a TopK took 16: 960 x 8000 logits, one thread). `with_scores`, a bool tensor (the first pass's
+    graph input), skips that LogSoftmax when nothing ranks or refines the tokens (`_scores_if`); None: always score.
     """
     glat = model.model
     glanced = None if glance_ids is None else glance_ids >= 0
@@ -456,8 +457,7 @@ class GlatOnnxModel:
             "length_beam_size": np.array(length_beam_size, dtype=np.int64),
             "max_length": np.array(max_length, dtype=np.int64),
             "target_lengths": target_lengths.long().numpy(),
-            # what _decode's with_scores is in GlatForConditionalGeneration.generate
-            "with_scores": np.array((length_beam_size > 1 and reranker is None) or num_iterations > 1),
+            "with_scores": np.array(needs_token_scores(length_beam_size, reranker, num_iterations)),
         }
         outputs = self.first_pass_session.run(None, {name: feeds[name] for name in self._first_pass_inputs})
         tokens, token_scores, decoder_mask = (torch.from_numpy(output) for output in outputs[:3])
