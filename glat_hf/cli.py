@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--reranker",
         "--reranker_name_or_path",
         metavar="FOLDER",
-        help="an autoregressive seq2seq model with the same tokenizer that picks the best NPD candidate",
+        help="an autoregressive seq2seq model with the same tokenizer that picks the best NPD candidate: a "
+        "transformers folder, or its CTranslate2 conversion (python -m glat_hf.ctranslate2_baseline; extra bench)",
     )
     parser.add_argument(
         "--num_iterations",
@@ -186,9 +187,14 @@ def load_model(model_folder: str, device: torch.device, backend: str = "torch"):
 
 
 def load_reranker(reranker_folder: str, device: torch.device):
-    """An autoregressive seq2seq model; generate checks that it shares the GLAT model's vocabulary."""
+    """An autoregressive seq2seq model, or its CTranslate2 conversion (a folder convert_marian wrote); generate
+    checks that it shares the GLAT model's vocabulary."""
     if not Path(reranker_folder).is_dir():
         raise FileNotFoundError(f"reranker folder not found: {reranker_folder}")
+    if (Path(reranker_folder) / "marian_config.json").is_file():
+        from .ctranslate2_baseline import CTranslate2Translator
+
+        return CTranslate2Translator(reranker_folder, device=str(device))
     return AutoModelForSeq2SeqLM.from_pretrained(reranker_folder).to(device).eval()
 
 

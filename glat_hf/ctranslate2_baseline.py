@@ -3,6 +3,9 @@
     convert_marian("outputs/ar", "outputs/ar-ct2-int8", quantization="int8")
     model = CTranslate2Translator("outputs/ar-ct2-int8", compute_type="int8", intra_threads=2)
     translate(model, model.tokenizer, sources)  # glat_hf.translation: it stands in for the transformers model
+    glat.generate(**batch, length_beam_size=7, reranker=model)  # NPD ranked by the deployed AR model
+
+    python -m glat_hf.ctranslate2_baseline outputs/ar outputs/ar-ct2-int8 --int8   # the conversion, as a command
 
 CTranslate2's own Marian loader follows OPUS-MT, where `<pad>` is the last vocabulary entry: it drops that
 row and starts the decoder from a zero embedding. Our `<pad>` is id 0, and training moves its row away from
@@ -14,6 +17,8 @@ transformers' token for token (tests/test_ctranslate2.py).
 
 from __future__ import annotations
 
+import argparse
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -107,11 +112,7 @@ class CTranslate2Translator:
             max_new = (max_length or generation.max_length or min(21, config.max_position_embeddings)) - 1
         if min_new is None:
             min_new = max((min_length or generation.min_length or 0) - 1, 0)
-        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-        sources = [
-            self.tokenizer.convert_ids_to_tokens([t for t, keep in zip(ids, keeps) if keep])
-            for ids, keeps in zip(input_ids.tolist(), mask.tolist())
-        ]
+        sources = self._source_tokens(input_ids, attention_mask)
         barred = [self.tokenizer.convert_ids_to_tokens(ids) for ids in generation.bad_words_ids or []]
         lengths = dict(max_decoding_length=max_new, min_decoding_length=min(min_new, max_new), max_input_length=0)
         beams = num_beams or generation.num_beams or 1
@@ -127,6 +128,31 @@ class CTranslate2Translator:
         width = max(map(len, rows))
         return torch.tensor([row + [config.pad_token_id] * (width - len(row)) for row in rows])
 
+    def candidate_scores(self, input_ids, attention_mask, candidates, candidates_per_source: int = 1) -> torch.Tensor:
+        """The mean log-probability of each candidate by teacher forcing, as
+        GlatForConditionalGeneration.reranker_scores computes it with a transformers model, so that this engine
+        ranks NPD's candidates (`generate(..., reranker=translator)`). `candidates` holds `candidates_per_source`
+        adjacent rows per source, `<pad>` beyond their end. CTranslate2's score_batch ends every target with
+        `</s>`: a candidate's own final `</s>` is left to it, and a candidate without one is scored without it."""
+        sources = self._source_tokens(input_ids, attention_mask)
+        pad, eos = self.config.pad_token_id, self.config.eos_token_id
+        targets, ended = [], []
+        for row in candidates.tolist():
+            ids = [token for token in row if token != pad]
+            ended.append(bool(ids) and ids[-1] == eos)
+            targets.append(self.tokenizer.convert_ids_to_tokens(ids[:-1] if ended[-1] else ids))
+        repeated = [tokens for tokens in sources for _ in range(candidates_per_source)]
+        results = self.translator.score_batch(repeated, targets, max_input_length=0)
+        scores = [result.log_probs if end else result.log_probs[:-1] for result, end in zip(results, ended)]
+        return torch.tensor([statistics.fmean(score) if score else 0.0 for score in scores])
+
+    def _source_tokens(self, input_ids, attention_mask) -> list[list[str]]:
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        return [
+            self.tokenizer.convert_ids_to_tokens([t for t, keep in zip(ids, keeps) if keep])
+            for ids, keeps in zip(input_ids.tolist(), mask.tolist())
+        ]
+
 
 def converted_translators(model: MarianMTModel, tokenizer, intra_threads: int | None = None) -> dict:
     """{"fp32": ..., "int8": ...}: CTranslate2Translators of `model` and `tokenizer` on the model's device, with
@@ -141,3 +167,20 @@ def converted_translators(model: MarianMTModel, tokenizer, intra_threads: int | 
             # compute_type "default": the type of the weights (int8 where the device has int8 kernels)
             translators[variant] = CTranslate2Translator(path, device, intra_threads=threads)
         return translators
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m glat_hf.ctranslate2_baseline MODEL_DIR OUTPUT_DIR [--int8]: convert_marian as a command."""
+    parser = argparse.ArgumentParser(prog="python -m glat_hf.ctranslate2_baseline", description=main.__doc__)
+    parser.add_argument("model_dir", help="a saved MarianMTModel folder, its tokenizer beside it")
+    parser.add_argument("output_dir", help="the CTranslate2 folder to write (replaced)")
+    parser.add_argument("--int8", action="store_true", help="int8 weights (CTranslate2's quantization int8)")
+    args = parser.parse_args(argv)
+    try:
+        print(convert_marian(args.model_dir, args.output_dir, "int8" if args.int8 else None))
+    except ValueError as error:
+        parser.error(str(error))
+
+
+if __name__ == "__main__":
+    main()

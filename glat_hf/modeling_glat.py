@@ -777,8 +777,9 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         `length_beam_size=m > 1` this is noisy parallel decoding: the top-m lengths are decoded in the
         same batched pass and the candidate with the best mean token log-probability is kept, or the
         best by `reranker` (a transformers seq2seq model with the same vocabulary, e.g. the AR teacher,
-        scoring all candidates by teacher forcing in one pass). `num_iterations > 1` adds Mask-Predict
-        refinement (paper Figure 5). CTC models decode upsample_ratio x source length positions and
+        scoring all candidates by teacher forcing in one pass; or the teacher on CTranslate2,
+        glat_hf.ctranslate2_baseline.CTranslate2Translator: see `reranker_scores`). `num_iterations > 1`
+        adds Mask-Predict refinement (paper Figure 5). CTC models decode upsample_ratio x source length positions and
         collapse them (merge repeats, drop `<blank>`); NPD does not apply to them.
 
         `target_lengths` (B,) decodes these target lengths (counting `</s>`, 1..max_target_length) instead of
@@ -899,9 +900,12 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         return target_lengths.long()
 
     def _check_reranker(self, reranker):
-        output_layer = reranker.get_output_embeddings()
-        # out_features also exists on a dynamically quantized Linear, whose weight is a method.
-        vocab = getattr(output_layer, "out_features", None) or output_layer.weight.shape[0]
+        if hasattr(reranker, "candidate_scores"):  # another engine's model: its config says its vocabulary
+            vocab = reranker.config.vocab_size
+        else:
+            output_layer = reranker.get_output_embeddings()
+            # out_features also exists on a dynamically quantized Linear, whose weight is a method.
+            vocab = getattr(output_layer, "out_features", None) or output_layer.weight.shape[0]
         if vocab != self.config.vocab_size or reranker.config.pad_token_id != self.config.pad_token_id:
             raise ValueError(
                 f"The reranker's vocabulary ({vocab} tokens, pad id {reranker.config.pad_token_id}) differs from "
@@ -919,7 +923,14 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         model is fed the candidates shifted right (`prepare_decoder_input_ids_from_labels`, what it
         does itself with `labels=`) without computing its own loss; the score is gathered from the
         logits minus their logsumexp, so no (N, T, V) log-softmax is written.
+
+        A reranker of another engine scores by its own `candidate_scores(input_ids, attention_mask,
+        candidates, candidates_per_source)`, the same mean log-probability (and has a `config` with
+        vocab_size and pad_token_id): CTranslate2Translator, the AR model as users deploy it.
         """
+        if hasattr(reranker, "candidate_scores"):
+            scores = reranker.candidate_scores(input_ids, attention_mask, candidates, candidates_per_source)
+            return scores.to(candidates.device)
         labels = candidates.masked_fill(candidates == self.config.pad_token_id, -100)
         repeated_mask = _repeat_rows(attention_mask, candidates_per_source)
         prepare = getattr(reranker, "prepare_decoder_input_ids_from_labels", None)

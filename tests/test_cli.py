@@ -108,6 +108,20 @@ def test_noisy_parallel_decoding_flags_pass_through(saved, tmp_path):
     assert read_output(tmp_path / "reranked.txt") == reranked
 
 
+def test_the_reranker_can_be_its_ctranslate2_conversion(saved, tmp_path):
+    pytest.importorskip("ctranslate2")
+    from glat_hf.ctranslate2_baseline import convert_marian
+
+    saved.reranker.save_pretrained(tmp_path / "reranker")
+    saved.tokenizer.save_pretrained(tmp_path / "reranker")
+    convert_marian(tmp_path / "reranker", tmp_path / "reranker_ct2")
+    lines = saved.sources[:6]
+    source = write_lines(tmp_path / "in.txt", lines)
+    argv = ["--length_beam_size", 3, "--reranker", tmp_path / "reranker_ct2", "--output", tmp_path / "out.txt"]
+    assert run_cli(saved.folder, "--input", source, *argv) == 0
+    assert read_output(tmp_path / "out.txt") == reference(saved, lines, length_beam_size=3, reranker=saved.reranker)
+
+
 @pytest.mark.parametrize(
     "flag, name, value", [("--num_iterations", "num_iterations", 3), ("--remove_repeats", "remove_repeats", True)]
 )

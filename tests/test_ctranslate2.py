@@ -1,7 +1,8 @@
 """glat_hf.ctranslate2_baseline: a MarianMTModel that has memorised 64 real Multi30k pairs, converted to CTranslate2.
 
 The pad-id-0 vocabulary converts (CTranslate2's Marian loader expects <pad> last); fp32 greedy search is
-transformers' token for token, one sentence at a time and in padded batches; int8 still translates.
+transformers' token for token, one sentence at a time and in padded batches; int8 still translates; as GLAT's NPD
+reranker it scores candidates as the transformers model does.
 """
 
 import importlib
@@ -9,13 +10,14 @@ import sys
 
 import pytest
 import torch
-from helpers import read_pairs, tiny_model, tokenizer_for
+from helpers import read_pairs, tiny_config, tiny_model, tokenizer_for
 
+from glat_hf import GlatForConditionalGeneration
 from glat_hf.baseline import marian_baseline, marian_baseline_config
 from glat_hf.translation import translate
 
 pytest.importorskip("ctranslate2")
-from glat_hf.ctranslate2_baseline import CTranslate2Translator, convert_marian  # noqa: E402
+from glat_hf.ctranslate2_baseline import CTranslate2Translator, convert_marian, main  # noqa: E402
 
 COUNT, BATCH = 64, 16
 SIZES = dict(d_model=64, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2)
@@ -156,3 +158,50 @@ def test_without_ctranslate2_the_error_names_the_extra(monkeypatch):
     monkeypatch.delitem(sys.modules, "glat_hf.ctranslate2_baseline")
     with pytest.raises(ImportError, match=r"pip install glat-hf\[bench\]"):
         importlib.import_module("glat_hf.ctranslate2_baseline")
+
+
+def test_candidate_scores_are_the_transformers_rerankers(converted):
+    """NPD's rerank score (mean log-probability by teacher forcing) from CTranslate2 equals reranker_scores with
+    the transformers model: candidates that end in </s> (CTranslate2 appends its own), one cut before its end, one
+    empty, two candidates a source, padded sources."""
+    model, tokenizer, sources = converted["model"], converted["tokenizer"], converted["sources"][:4]
+    engine = CTranslate2Translator(converted["fp32"], intra_threads=1)
+    glat = tiny_model(len(tokenizer))  # reranker_scores reads its config (pad id) only
+    inputs = tokenizer(sources, padding=True, return_tensors="pt")
+    assert not inputs["attention_mask"].all()
+    labels = tokenizer(text_target=converted["targets"][:4] + converted["sources"][:4], padding=True)["input_ids"]
+    candidates = torch.tensor(labels)[[0, 4, 1, 5, 2, 6, 3, 7]]  # a reference and a wrong sentence per source
+    eos = tokenizer.eos_token_id
+    candidates[3, (candidates[3] == eos).nonzero()[0, 0] - 2 :] = 0  # cut: no </s>
+    candidates[7] = 0  # empty
+    assert (candidates == eos).sum() == 6
+    with torch.inference_mode():
+        expected = glat.reranker_scores(model, inputs["input_ids"], inputs["attention_mask"], candidates, 2)
+        scores = engine.candidate_scores(inputs["input_ids"], inputs["attention_mask"], candidates, 2)
+        assert torch.allclose(scores, expected, atol=1e-4), (scores, expected)
+        assert (scores[0:6:2] > scores[1:6:2]).all()  # a memorised reference wins over another sentence
+
+        # NPD reranked by CTranslate2 keeps the candidates the transformers model keeps
+        torch.manual_seed(0)
+        glat = GlatForConditionalGeneration(tiny_config(len(tokenizer))).eval()
+        npd = dict(length_beam_size=4)
+        assert torch.equal(
+            glat.generate(**inputs, **npd, reranker=engine), glat.generate(**inputs, **npd, reranker=model)
+        )
+
+
+def test_a_reranker_of_another_vocabulary_is_refused(converted):
+    engine = CTranslate2Translator(converted["fp32"], intra_threads=1)
+    glat = tiny_model(len(converted["tokenizer"]) + 1)
+    inputs = converted["tokenizer"](["A dog ."], return_tensors="pt")
+    with pytest.raises(ValueError, match="reranker's vocabulary"):
+        glat.generate(**inputs, length_beam_size=2, reranker=engine)
+
+
+def test_the_conversion_command(converted, tmp_path, capsys):
+    main([str(converted["folder"] / "hf"), str(tmp_path / "ct2"), "--int8"])
+    assert capsys.readouterr().out.strip() == str(tmp_path / "ct2")
+    assert (tmp_path / "ct2" / "model.bin").stat().st_size < 0.6 * (converted["fp32"] / "model.bin").stat().st_size
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "missing"), str(tmp_path / "out")])
+    assert "is not a saved MarianMTModel folder" in capsys.readouterr().err

@@ -86,9 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     timing.add_argument("--batch_size", type=int, default=64, help="Batch size of the throughput measurement.")
     timing.add_argument("--repeats", type=int, default=3, help="Timed passes per system (quick 1).")
     timing.add_argument("--warmup", type=int, default=2, help="Warm-up sentences at batch size 1 (quick 1).")
-    timing.add_argument(
-        "--turn_sentences", type=int, default=10, help="Sentences a system decodes before the next takes its turn."
-    )
+    timing.add_argument("--turn_sentences", type=int, default=10, help="Sentences a system decodes in one turn.")
     timing.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice).")
     timing.add_argument("--engine_threads", help='Each engine at its best, e.g. "ctranslate2=1,onnxruntime=2".')
     timing.add_argument("--int8", action="store_true", help="CPU: add an int8 variant (dynamic quantisation).")
@@ -236,17 +234,20 @@ def variants(args, base: dict[str, nn.Module], tokenizer) -> list[tuple[str, dic
 
         inductor_config.freezing = args.device.type == "cpu"  # prepacks the weights for oneDNN
         result.append(("compile", converted(compiled, kinds=("glat", "ctc", "nat"))))
-    if args.ctranslate2:  # the AR model only, converted (README, "Speed")
+    translators = {}  # the AR model only, converted (README, "Speed")
+    if args.ctranslate2:
         from glat_hf.ctranslate2_baseline import converted_translators
 
         translators = converted_translators(base["ar"], tokenizer, engine_threads(args, "ctranslate2"))
         result += [(variant, {"ar": ct2}) for variant, ct2 in translators.items()]
-    if args.onnxruntime:  # the GLAT models exported; the PyTorch AR model reranks
+    if args.onnxruntime:  # the GLAT models exported; CTranslate2's AR model of the variant reranks, else PyTorch's
         from glat_hf.onnx import exported_models
 
         threads = engine_threads(args, "onnxruntime")
         graphs = {kind: exported_models(model, threads) for kind, model in base.items() if kind != "ar"}
-        result += [(variant, {kind: pair[variant] for kind, pair in graphs.items()}) for variant in ("fp32", "int8")]
+        for variant in ("fp32", "int8"):
+            reranker = {"reranker": translators[variant]} if translators else {}
+            result.append((variant, {kind: pair[variant] for kind, pair in graphs.items()} | reranker))
     return result
 
 
@@ -274,15 +275,14 @@ class Run:
 
 
 def runs(variant: str, models: dict[str, nn.Module], trained: set[str], base: dict[str, nn.Module]) -> list[Run]:
-    """The systems of SYSTEMS whose model is there, in one variant; `trained` names the models loaded from folders;
-    a reranker the variant lacks (ONNX Runtime's) is `base`'s."""
+    """The systems of SYSTEMS whose model is there, in one variant; `trained` names the models loaded from folders.
+    The AR model that reranks: the variant's "reranker" (ONNX Runtime's: CTranslate2's), its "ar", else `base`'s."""
     result = []
     for name, kind, kwargs in SYSTEMS:
         if kind in models:
             model, uses_trained = models[kind], {kind, kwargs.get("reranker", kind)} <= trained
-            kwargs = {
-                key: models.get(value, base[value]) if key == "reranker" else value for key, value in kwargs.items()
-            }
+            rerankers = {"ar": models.get("reranker", models.get("ar", base["ar"]))}
+            kwargs = {key: rerankers[value] if key == "reranker" else value for key, value in kwargs.items()}
             engine = getattr(model, "engine", "transformers" if kind == "ar" else "torch")  # CTranslate2Translator's
             result.append(Run(name, variant, model, kwargs, uses_trained, kind == "ar" and not uses_trained, engine))
     return result
@@ -349,6 +349,8 @@ def benchmark_decoding(args, all_runs, tokenizer, sources, references, single, b
         scores = dict(trained=run.trained, **quality(args, run, tokenizer, sources, references, tokens, max_source))
         base = dict(kind="decode", system=run.system, engine=run.engine, variant=run.variant, device=str(device))
         base.update(threads=engine_threads(args, run.engine), turn_sentences=args.turn_sentences)
+        if "reranker" in run.kwargs:  # the AR model that ranks NPD's candidates
+            base["reranker_engine"] = getattr(run.kwargs["reranker"], "engine", "transformers")
         one = dict(batch_size=1, num_sentences=len(single), peak_mem_mb=mem_single)
         many = dict(batch_size=args.batch_size, num_sentences=len(sources), num_batches=len(batched))
         for sizes in (one, dict(many, peak_mem_mb=mem_batched)):
@@ -357,10 +359,9 @@ def benchmark_decoding(args, all_runs, tokenizer, sources, references, single, b
             key = (run.engine, run.variant, run.system, sizes["batch_size"])
             rows[key] = dict(base, **sizes, output_tokens=output_tokens, **scores)
 
-    # Timed: the systems take turns every --turn_sentences sentences (at least one batch), so that the slow spells
-    # of a shared machine, which last seconds, fall on every system alike, while each system decodes a few
-    # sentences back to back, as a deployed one does, instead of starting every sentence with another's weights in
-    # the caches.
+    # Timed: the systems take turns every --turn_sentences sentences (at least one batch): the slow spells of a
+    # shared machine, which last seconds, fall on every system alike, and each system decodes a few sentences back
+    # to back, as a deployed one does, instead of starting every sentence with another's weights in the caches.
     for run in all_runs:
         timed_pass(run.decode, warm, device)
     times = {key: [] for key in rows}
@@ -421,9 +422,8 @@ def benchmark_training(args, models, tokenizer, train_pairs, max_source) -> list
             times[name, variant].append(timed(partial(step, name, variant), device))
     rows = []
     for (name, variant), values in times.items():
-        seconds, nat = (
-            statistics.median(times[key][args.warmup :]) for key in ((name, variant), ("NAT training step", variant))
-        )
+        nat_key = ("NAT training step", variant)
+        seconds, nat = (statistics.median(times[key][args.warmup :]) for key in ((name, variant), nat_key))
         base = dict(variant=variant, device=str(device), batch_size=len(train_sources), target_tokens=target_tokens)
         measured = dict(step_ms=1000 * seconds, tokens_per_s=target_tokens / seconds, ratio_vs_nat=seconds / nat)
         runs = [1000 * t for t in values[args.warmup :]]  # without the warm-up steps

@@ -27,6 +27,12 @@ def engine(row: dict) -> str:
     return row.get("engine") or ("transformers" if row["system"].startswith("AR") else "torch")
 
 
+def engines(row: dict) -> str:
+    """The engine, and the reranker's where another engine's AR model reranks: "onnxruntime+ctranslate2"."""
+    own, reranker = engine(row), row.get("reranker_engine")
+    return own if reranker in (None, own) or (own, reranker) == ("torch", "transformers") else f"{own}+{reranker}"
+
+
 def name(row: dict) -> str:
     """The system, with its engine where that is not its own (CTranslate2's AR, ONNX Runtime's GLAT)."""
     return row["system"] if engine(row) in ("torch", "transformers") else f"{row['system']} ({engine(row)})"
@@ -36,7 +42,7 @@ def decode_table(decode: list[dict]) -> list[str]:
     """One line a system, engine and variant: both batch sizes side by side, memory, length and quality."""
     by_system = {}
     for row in decode:
-        by_system.setdefault((row["system"], engine(row), row["variant"]), {})[row["batch_size"]] = row
+        by_system.setdefault((row["system"], engines(row), row["variant"]), {})[row["batch_size"]] = row
     big = max(row["batch_size"] for row in decode)
     single, batched = (next(row for row in decode if row["batch_size"] == size) for size in (1, big))
     threads = f" ({batched['threads']} threads)" if batched.get("threads") else ""
@@ -45,7 +51,7 @@ def decode_table(decode: list[dict]) -> list[str]:
     ct2 = CT2 in single  # xct2i8: the speed-up over CTranslate2's int8 AR greedy
     ratios = f"{'xgreedy':>7} {'xbeam4':>7}" + (f" {'xct2i8':>7}" if ct2 else "")
     title = (
-        f"{'system':<28} {'engine':<12} {'variant':<7} | {'b=1 ms':>8} {ratios} | {f'b={big} sent/s':>12} {ratios} | "
+        f"{'system':<28} {'engine':<23} {'variant':<7} | {'b=1 ms':>8} {ratios} | {f'b={big} sent/s':>12} {ratios} | "
         f"{'mem MB b1/b' + str(big):>16} | {'tokens':>6} {'BLEU':>6} {'rep %':>6}"
     )
     lines += [title, "-" * len(title)]
@@ -57,7 +63,7 @@ def decode_table(decode: list[dict]) -> list[str]:
         speed = [f"{row['speedup_vs_ar_greedy']:7.2f} {row['speedup_vs_ar_beam']:7.2f}" for row in (one, many)]
         speed = [text + (f" {row[CT2]:7.2f}" if ct2 else "") for text, row in zip(speed, (one, many))]
         lines.append(
-            f"{system:<28} {system_engine:<12} {variant:<7} | {one['latency_ms']:8.2f} {speed[0]} | "
+            f"{system:<28} {system_engine:<23} {variant:<7} | {one['latency_ms']:8.2f} {speed[0]} | "
             f"{many['sentences_per_s']:12.1f} {speed[1]} | {memory:>16} | {many['output_tokens']:6.1f} {bleu:>6} "
             f"{rep:>6}"
         )
