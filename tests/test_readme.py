@@ -18,6 +18,7 @@ def test_readme_examples_run(tmp_path, monkeypatch, multi30k_dir):
     tiny_model(vocab_size=len(tokenizer)).save_pretrained(tmp_path / "outputs/glat-multi30k-en-de")
     tokenizer.save_pretrained(tmp_path / "outputs/glat-multi30k-en-de")
     tiny_marian(vocab_size=len(tokenizer)).save_pretrained(tmp_path / "outputs/multi30k_en_de_ar")
+    tokenizer.save_pretrained(tmp_path / "outputs/multi30k_en_de_ar")  # train.py saves it beside the teacher
     monkeypatch.chdir(tmp_path)
 
     blocks = readme_python_blocks()
@@ -30,7 +31,7 @@ def test_readme_examples_run(tmp_path, monkeypatch, multi30k_dir):
     assert namespace["ids"].shape[0] == namespace["ids_npd"].shape[0] == namespace["ids_reranked"].shape[0] == 2
     assert set(namespace["single"][0]) == {"translation_text"}
     assert len(namespace["several"]) == 3 and namespace["several"][1]["translation_text"] == ""
-    assert namespace["ids_onnx"].shape[0] == 2
+    assert namespace["ids_onnx"].shape[0] == namespace["ids_deployed"].shape[0] == 2
     assert namespace["fresh"].config.vocab_size == len(namespace["tokenizer"])
 
 
