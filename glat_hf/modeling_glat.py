@@ -779,8 +779,8 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         best by `reranker` (a transformers seq2seq model with the same vocabulary, e.g. the AR teacher,
         scoring all candidates by teacher forcing in one pass; or the teacher on CTranslate2,
         glat_hf.ctranslate2_baseline.CTranslate2Translator: see `reranker_scores`). `num_iterations > 1`
-        adds Mask-Predict refinement (paper Figure 5). CTC models decode upsample_ratio x source length positions and
-        collapse them (merge repeats, drop `<blank>`); NPD does not apply to them.
+        adds Mask-Predict refinement (paper Figure 5). CTC models decode upsample_ratio x source length
+        positions and collapse them (merge repeats, drop `<blank>`); NPD does not apply to them.
 
         `target_lengths` (B,) decodes these target lengths (counting `</s>`, 1..max_target_length) instead of
         the predicted ones: an oracle length, to measure translation apart from length prediction. It
