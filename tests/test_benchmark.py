@@ -320,10 +320,7 @@ def test_report_draws_the_three_figures_of_trained_rows(report, trained, tmp_pat
 
 def test_report_reads_the_committed_cpu_results(report):
     _, printed = run_main(report, [REPO / "results" / "benchmark_cpu.json"])
-    assert (
-        "GLAT training step (2 passes)" in printed
-        and f"\n{'GLAT':<28} {'onnxruntime':<23} int8    |" in printed
-    )
+    assert "GLAT training step (2 passes)" in printed and f"\n{'GLAT':<28} {'onnxruntime':<23} int8    |" in printed
 
 
 def test_benchmark_script_stays_short():

@@ -10,9 +10,8 @@ import sys
 
 import pytest
 import torch
-from helpers import read_pairs, tiny_config, tiny_model, tokenizer_for
+from helpers import read_pairs, tiny_model, tokenizer_for
 
-from glat_hf import GlatForConditionalGeneration
 from glat_hf.baseline import marian_baseline, marian_baseline_config
 from glat_hf.translation import translate
 
@@ -181,13 +180,12 @@ def test_candidate_scores_are_the_transformers_rerankers(converted):
         assert torch.allclose(scores, expected, atol=1e-4), (scores, expected)
         assert (scores[0:6:2] > scores[1:6:2]).all()  # a memorised reference wins over another sentence
 
-        # NPD reranked by CTranslate2 keeps the candidates the transformers model keeps
+        # NPD reranked by CTranslate2 keeps the candidates the transformers model keeps, not GLAT's own choice
         torch.manual_seed(0)
-        glat = GlatForConditionalGeneration(tiny_config(len(tokenizer))).eval()
-        npd = dict(length_beam_size=4)
-        assert torch.equal(
-            glat.generate(**inputs, **npd, reranker=engine), glat.generate(**inputs, **npd, reranker=model)
-        )
+        glat = tiny_model(len(tokenizer))
+        reranked = glat.generate(**inputs, length_beam_size=4, reranker=engine)
+        assert torch.equal(reranked, glat.generate(**inputs, length_beam_size=4, reranker=model))
+        assert not torch.equal(reranked, glat.generate(**inputs, length_beam_size=4))
 
 
 def test_a_reranker_of_another_vocabulary_is_refused(converted):
