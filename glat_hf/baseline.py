@@ -10,6 +10,10 @@ from transformers import GenerationConfig, MarianConfig, MarianMTModel
 
 from .configuration_glat import preset_sizes
 
+# A CTranslate2 conversion keeps the MarianConfig here (CTranslate2 writes its own config.json); its presence marks
+# such a folder, also where ctranslate2 is not installed (glat_hf.ctranslate2_baseline, glat_hf.cli).
+MARIAN_CONFIG = "marian_config.json"
+
 
 def marian_baseline_config(preset: str, tokenizer, max_position_embeddings: int = 256) -> MarianConfig:
     """A MarianConfig with the sizes of `preset` ("wmt14", "iwslt16", "multi30k") and the ids of `tokenizer`."""

@@ -21,6 +21,7 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from .baseline import MARIAN_CONFIG
 from .configuration_glat import read_glat_config
 from .modeling_glat import GlatForConditionalGeneration
 from .translation import iter_translations, resolve_device
@@ -191,7 +192,7 @@ def load_reranker(reranker_folder: str, device: torch.device):
     checks that it shares the GLAT model's vocabulary."""
     if not Path(reranker_folder).is_dir():
         raise FileNotFoundError(f"reranker folder not found: {reranker_folder}")
-    if (Path(reranker_folder) / "marian_config.json").is_file():
+    if (Path(reranker_folder) / MARIAN_CONFIG).is_file():
         from .ctranslate2_baseline import CTranslate2Translator
 
         return CTranslate2Translator(reranker_folder, device=str(device))

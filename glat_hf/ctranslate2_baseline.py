@@ -25,13 +25,13 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoTokenizer, GenerationConfig, MarianConfig, MarianMTModel
 
+from .baseline import MARIAN_CONFIG
+
 try:
     import ctranslate2
     from ctranslate2.converters.transformers import BartLoader, TransformersConverter
 except ImportError as error:
     raise ImportError("glat_hf.ctranslate2_baseline needs CTranslate2: pip install glat-hf[bench]") from error
-
-MARIAN_CONFIG = "marian_config.json"  # CTranslate2 writes its own config.json
 
 
 class _MarianLoader(BartLoader):

@@ -281,8 +281,8 @@ def runs(variant: str, models: dict[str, nn.Module], trained: set[str], base: di
     for name, kind, kwargs in SYSTEMS:
         if kind in models:
             model, uses_trained = models[kind], {kind, kwargs.get("reranker", kind)} <= trained
-            rerankers = {"ar": models.get("reranker", models.get("ar", base["ar"]))}
-            kwargs = {key: rerankers[value] if key == "reranker" else value for key, value in kwargs.items()}
+            reranker = models.get("reranker", models.get("ar", base["ar"]))  # SYSTEMS' rerankers are all "ar"
+            kwargs = {key: reranker if key == "reranker" else value for key, value in kwargs.items()}
             engine = getattr(model, "engine", "transformers" if kind == "ar" else "torch")  # CTranslate2Translator's
             result.append(Run(name, variant, model, kwargs, uses_trained, kind == "ar" and not uses_trained, engine))
     return result
