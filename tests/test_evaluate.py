@@ -13,12 +13,10 @@ evaluate_model = load_script("training/evaluate_model.py")
 COUNT = 16
 
 
-@pytest.mark.parametrize("offset", [True, False])
-def test_rows_carry_bleu_of_the_written_translations_and_the_length_predictor_report(
-    multi30k_dir, tmp_path, offset, monkeypatch
-):
+def saved_model_and_data(multi30k_dir, tmp_path, offset=True):
+    """A tiny GLAT whose length predictor says "as long as the source" (offset) or 12, saved with its tokenizer,
+    and a data folder of COUNT real test pairs."""
     sources, targets = read_pairs(multi30k_dir, split="test_2016_flickr", count=COUNT)
-    monkeypatch.setenv("GLAT_DATA_DIR", str(tmp_path))  # the row's command names the data folder through it
     data = tmp_path / "data"
     data.mkdir()
     for lang, lines in (("en", sources), ("de", targets)):
@@ -31,25 +29,24 @@ def test_rows_carry_bleu_of_the_written_translations_and_the_length_predictor_re
         model.length_head.bias[model.config.max_source_positions if offset else 12] = 10.0
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
+    return model, tokenizer, sources, targets, data
 
-    results = tmp_path / "results.json"
-    rows = evaluate_model.main(
-        [
-            str(tmp_path / "model"),
-            "--system",
-            "GLAT",
-            "--data",
-            "raw",
-            "--results",
-            str(results),
-            "--data_folder",
-            str(data),
-            "--test_splits",
-            "test_2016_flickr",
-            "--device",
-            "cpu",
-        ]
+
+def evaluate(tmp_path, data, *flags):
+    return evaluate_model.main(
+        [str(tmp_path / "model"), "--system", "GLAT", "--data", "raw", "--results", str(tmp_path / "results.json")]
+        + ["--data_folder", str(data), "--test_splits", "test_2016_flickr", "--device", "cpu", *flags]
     )
+
+
+@pytest.mark.parametrize("offset", [True, False])
+def test_rows_carry_bleu_of_the_written_translations_and_the_length_predictor_report(
+    multi30k_dir, tmp_path, offset, monkeypatch
+):
+    monkeypatch.setenv("GLAT_DATA_DIR", str(tmp_path))  # the row's command names the data folder through it
+    model, tokenizer, sources, targets, data = saved_model_and_data(multi30k_dir, tmp_path, offset)
+    results = tmp_path / "results.json"
+    rows = evaluate(tmp_path, data)
     assert json.loads(results.read_text()) == rows and len(rows) == 1
     row = rows[0]
     written = (tmp_path / "model" / "predictions" / "GLAT.raw.test_2016_flickr.txt").read_text(encoding="utf-8")
@@ -79,6 +76,35 @@ def test_rows_carry_bleu_of_the_written_translations_and_the_length_predictor_re
     assert "--data_folder $GLAT_DATA_DIR/data " in row["command"] and str(tmp_path) not in row["command"]
     glance = row["glanced_accuracy"]
     assert glance["fraction"] == 0.25 and 0.0 <= glance["accuracy"] <= 1.0 and 0.0 <= glance["accuracy_glanced"] <= 1.0
+
+
+def test_oracle_lengths_from_other_translations(multi30k_dir, tmp_path):
+    """--oracle_lengths FILE: the oracle pass decodes at the lengths of FILE's lines (the teacher's translations,
+    say), and the length predictor is also reported against them; a file that does not fit stops the run first."""
+    model, tokenizer, sources, targets, data = saved_model_and_data(multi30k_dir, tmp_path)
+    others = [" ".join(target.split()[: 2 + i % 5]) for i, target in enumerate(targets)]  # shorter, all different
+    (tmp_path / "teacher.test_2016_flickr.de").write_text("".join(line + "\n" for line in others), encoding="utf-8")
+    (row,) = evaluate(tmp_path, data, "--oracle_lengths", str(tmp_path / "teacher.{split}.de"))
+
+    lengths = [len(ids) for ids in tokenizer(text_target=others)["input_ids"]]
+    batch = tokenizer(sources, return_tensors="pt", padding=True)
+    oracle = model.eval().generate(**batch, target_lengths=torch.tensor(lengths))
+    hypotheses = [" ".join(text.split()) for text in tokenizer.batch_decode(oracle, skip_special_tokens=True)]
+    assert row["oracle_length_bleu"] == round(corpus_bleu(hypotheses, targets)["score"], 2)
+    assert row["oracle_lengths"] == str(tmp_path / "teacher.test_2016_flickr.de")
+    predicted = [len(ids) for ids in tokenizer(sources)["input_ids"]]  # the offset predictor says "the source's"
+    assert row["oracle_length_prediction"]["mean_reference"] == pytest.approx(sum(lengths) / COUNT, abs=0.01)
+    assert row["oracle_length_prediction"]["exact"] == pytest.approx(
+        sum(p == n for p, n in zip(predicted, lengths)) / COUNT, abs=1e-4
+    )
+    reference = [len(ids) for ids in tokenizer(text_target=targets)["input_ids"]]
+    assert row["length_prediction"]["mean_reference"] == pytest.approx(sum(reference) / COUNT, abs=0.01)
+
+    (tmp_path / "short.test_2016_flickr.de").write_text("one line\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match="has 1 lines; the test set has 16 sentences"):
+        evaluate(tmp_path, data, "--oracle_lengths", str(tmp_path / "short.{split}.de"))
+    with pytest.raises(SystemExit, match="cannot read .*missing.test_2016_flickr.de"):
+        evaluate(tmp_path, data, "--oracle_lengths", str(tmp_path / "missing.{split}.de"))
 
 
 def test_glanced_accuracy_sees_the_glanced_words(multi30k_dir):

@@ -7,11 +7,12 @@
 Works for GLAT models (single pass, NPD with self or AR reranking, Mask-Predict iterations, CTC) and for the
 autoregressive MarianMTModel (`--num_beams`). BLEU is sacreBLEU on the detokenized output against the raw
 references, with its signature. For a GLAT model with a length predictor a row also carries the BLEU with the
-reference length given (`oracle_length_bleu`: decoder quality apart from length prediction) and how often the
-predicted length is the reference's (`length_prediction`; `output_lengths`, in every row, is the same report for
-the written translations), and whether the decoder uses glanced words
-(`glanced_accuracy`: its token accuracy on the other positions, with reference words glanced at random
-positions and without; the two passes of glancing training). A row with the same system, data and test set is
+reference length given (`oracle_length_bleu`: decoder quality apart from length prediction; `--oracle_lengths
+FILE` gives the lengths of other translations instead, such as the teacher's, and the predictor's report against
+them, `oracle_length_prediction`) and how often the predicted length is the reference's (`length_prediction`;
+`output_lengths`, in every row, is the same report for the written translations), and whether the decoder uses
+glanced words (`glanced_accuracy`: its token accuracy on the other positions, with reference words glanced at
+random positions and without; the two passes of glancing training). A row with the same system, data and test set is
 replaced in place, so rerunning a command updates its rows. `--table FILE` prints a results file as Markdown
 (`--systems REGEX`: only the rows whose system matches).
 """
@@ -64,6 +65,12 @@ def parse_arguments(argv):
     parser.add_argument("--num_iterations", type=int, help="GLAT: Mask-Predict refinement passes.")
     parser.add_argument("--remove_repeats", action="store_true", help="GLAT: merge consecutive repeated tokens.")
     parser.add_argument("--num_beams", type=int, help="Autoregressive models: beam size (1 = greedy).")
+    parser.add_argument(
+        "--oracle_lengths",
+        metavar="FILE",
+        help="GLAT: the oracle lengths are those of this file's lines ({split} in the name stands for the test set), "
+        "e.g. the AR teacher's translations, instead of the references'.",
+    )
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--max_source_length", type=int, default=128)
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto.")
@@ -139,6 +146,22 @@ def merge_rows(path: Path, new_rows: list[dict]) -> list[dict]:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
     return rows
+
+
+def token_lengths(tokenizer, sentences) -> torch.Tensor:
+    """Target-side lengths in tokens, `</s>` counted: what the length predictor predicts."""
+    return torch.tensor([len(ids) for ids in tokenizer(text_target=list(sentences))["input_ids"]])
+
+
+def read_translations(path: str, count: int) -> list[str]:
+    """The lines of a translation file, one per test sentence."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        sys.exit(f"--oracle_lengths: cannot read {path}: {error.strerror}")
+    if len(lines) != count:
+        sys.exit(f"--oracle_lengths: {path} has {len(lines)} lines; the test set has {count} sentences")
+    return lines
 
 
 def predicted_lengths(model, tokenizer, sources, batch_size: int) -> torch.Tensor:
@@ -290,6 +313,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         splits = load_parallel_folder(args.data_folder, src, tgt, splits=args.test_splits)
     else:
         splits = load_multi30k(args.test_splits, src, tgt)
+    oracle_translations = {}  # read before any decoding, so that a wrong file stops the run at once
+    if args.oracle_lengths:
+        if not is_glat or model.config.use_ctc:
+            sys.exit("--oracle_lengths is for GLAT models with a length predictor (not CTC, not autoregressive)")
+        for split in args.test_splits:
+            path = args.oracle_lengths.format(split=split)
+            oracle_translations[split] = read_translations(path, len(splits[split]))
     command = shlex.join(["python", "training/evaluate_model.py", *argv])
     base = {"method": args.method, "data": args.data, **training_facts(model_dir), "hardware": hardware()}
     rows = []
@@ -308,8 +338,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         )
         seconds = time.perf_counter() - started
         bleu = corpus_bleu(hypotheses, references)
-        reference = torch.tensor([len(ids) for ids in tokenizer(text_target=list(references))["input_ids"]])
-        written = torch.tensor([len(ids) for ids in tokenizer(text_target=list(hypotheses))["input_ids"]])
+        reference, written = token_lengths(tokenizer, references), token_lengths(tokenizer, hypotheses)
         out = model_dir / "predictions" / f"{args.system}.{args.data}.{split}.txt".replace(" ", "_").replace("/", "-")
         out.parent.mkdir(exist_ok=True)
         out.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
@@ -333,13 +362,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
             reference = reference.clamp(max=model.config.max_target_length)
             predicted = predicted_lengths(model, tokenizer, sources, args.batch_size)
             row["length_prediction"] = length_prediction(predicted, reference)
+            oracle_lengths = reference
+            if args.oracle_lengths:
+                oracle_lengths = token_lengths(tokenizer, oracle_translations[split])
+                oracle_lengths = oracle_lengths.clamp(max=model.config.max_target_length)
+                row["oracle_lengths"] = portable(args.oracle_lengths.format(split=split))
+                row["oracle_length_prediction"] = length_prediction(predicted, oracle_lengths)
             oracle = translate(
                 model,
                 tokenizer,
                 sources,
                 args.batch_size,
                 max_source_length=args.max_source_length,
-                target_lengths=reference.tolist(),
+                target_lengths=oracle_lengths.tolist(),
                 **{**settings, "length_beam_size": 1},
             )
             row["oracle_length_bleu"] = round(corpus_bleu(oracle, references)["score"], 2)
