@@ -313,13 +313,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         splits = load_parallel_folder(args.data_folder, src, tgt, splits=args.test_splits)
     else:
         splits = load_multi30k(args.test_splits, src, tgt)
-    oracle_translations = {}  # read before any decoding, so that a wrong file stops the run at once
+    oracle_files = {}
     if args.oracle_lengths:
         if not is_glat or model.config.use_ctc:
             sys.exit("--oracle_lengths is for GLAT models with a length predictor (not CTC, not autoregressive)")
-        for split in args.test_splits:
-            path = args.oracle_lengths.format(split=split)
-            oracle_translations[split] = read_translations(path, len(splits[split]))
+        oracle_files = {split: args.oracle_lengths.replace("{split}", split) for split in args.test_splits}
+    # read before any decoding, so that a wrong file stops the run at once
+    oracle_translations = {split: read_translations(path, len(splits[split])) for split, path in oracle_files.items()}
     command = shlex.join(["python", "training/evaluate_model.py", *argv])
     base = {"method": args.method, "data": args.data, **training_facts(model_dir), "hardware": hardware()}
     rows = []
@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             if args.oracle_lengths:
                 oracle_lengths = token_lengths(tokenizer, oracle_translations[split])
                 oracle_lengths = oracle_lengths.clamp(max=model.config.max_target_length)
-                row["oracle_lengths"] = portable(args.oracle_lengths.format(split=split))
+                row["oracle_lengths"] = portable(oracle_files[split])
                 row["oracle_length_prediction"] = length_prediction(predicted, oracle_lengths)
             oracle = translate(
                 model,
