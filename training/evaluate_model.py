@@ -359,13 +359,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "command": portable(" && ".join(filter(None, [args.train_command, command]))),
         }
         if is_glat and not model.config.use_ctc:
-            reference = reference.clamp(max=model.config.max_target_length)
+            longest = model.config.max_target_length  # the length predictor's last class
+            reference = reference.clamp(max=longest)
             predicted = predicted_lengths(model, tokenizer, sources, args.batch_size)
             row["length_prediction"] = length_prediction(predicted, reference)
             oracle_lengths = reference
             if args.oracle_lengths:
-                oracle_lengths = token_lengths(tokenizer, oracle_translations[split])
-                oracle_lengths = oracle_lengths.clamp(max=model.config.max_target_length)
+                oracle_lengths = token_lengths(tokenizer, oracle_translations[split]).clamp(max=longest)
                 row["oracle_lengths"] = portable(oracle_files[split])
                 row["oracle_length_prediction"] = length_prediction(predicted, oracle_lengths)
             oracle = translate(
