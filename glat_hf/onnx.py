@@ -349,10 +349,13 @@ class GlatOnnxModel:
         self._decoder_inputs = {node.name for node in decoder.get_inputs()}
 
     @classmethod
-    def from_pretrained(cls, folder, int8: bool = False, threads: int | None = None) -> GlatOnnxModel:
+    def from_pretrained(
+        cls, folder, int8: bool = False, threads: int | None = None, profile_prefix: str | None = None
+    ) -> GlatOnnxModel:
         """Load `folder`'s config and graphs (written by `export_onnx` / glat-export). `threads`: ONNX Runtime's
         intra-op threads (default: its own choice). Idle threads sleep instead of spinning, so they take no cores
-        from other work in the process."""
+        from other work in the process. `profile_prefix`: run under ONNX Runtime's profiler, whose JSON
+        `session.end_profiling()` writes at that prefix (training/profile_onnx.py)."""
         ort = _require_onnx_extra("onnxruntime")
         folder = Path(folder)
         config = read_glat_config(folder)
@@ -364,6 +367,8 @@ class GlatOnnxModel:
         options.inter_op_num_threads = 1
         if threads is not None:
             options.intra_op_num_threads = threads
+        if profile_prefix is not None:
+            options.enable_profiling, options.profile_file_prefix = True, str(profile_prefix)
         sessions = []
         for name, expected in zip(graph_files(int8), (MODEL_INPUTS, DECODER_INPUTS)):
             path = folder / name

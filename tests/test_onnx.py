@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_SIZES, read_pairs, tiny_marian, tokenizer_for
+from helpers import TINY_SIZES, load_script, read_pairs, tiny_marian, tokenizer_for
 from transformers import DataCollatorForSeq2Seq
 
 from glat_hf import GlatConfig, GlatForConditionalGeneration, GlatTranslationPipeline
@@ -396,3 +396,26 @@ def test_glat_translate_backends_onnx_and_onnx_int8(glat, data, tmp_path, capsys
         assert glat_translate(argv) == 0, capsys.readouterr().err
         outputs[backend] = target.read_text(encoding="utf-8").split("\n")[:-1]
     assert outputs["onnx"] == outputs["torch"] and len(outputs["onnx-int8"]) == 21 and outputs["onnx-int8"][-1] == ""
+
+
+def test_profile_script_shares_the_first_pass_time_among_its_operators(glat, multi30k_dir, tmp_path, capsys):
+    """training/profile_onnx.py: the int8 graph's kernels are its quantized MatMuls, the fp32 graph's MatMul; the
+    shares cover every operator; NPD's LogSoftmax (the If's branch that scores) runs only with m > 1; a folder
+    without graphs stops with the message that names the file."""
+    script = load_script("training/profile_onnx.py")
+    common = [str(glat[2]), "--data_folder", str(multi30k_dir), "--sentences", "8", "--repeats", "1"]
+    int8 = script.main(common + ["--int8", "--batch_size", "4"])
+    assert "| DynamicQuantizeMatMul |" in capsys.readouterr().out
+    fp32 = script.main(common)
+    npd = script.main(common + ["--length_beam_size", "3"])
+    quantized = {"DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+    assert quantized <= set(int8["operators"]) and not quantized & set(fp32["operators"])
+    for result in (int8, fp32, npd):
+        assert result["timed_ms"] > 0 and result["profiled_ms"] > 0 and result["nodes"] > 50
+        assert sum(row["share"] for row in result["operators"].values()) == pytest.approx(1.0)
+        assert "If" not in result["operators"]  # its branch's nodes are counted instead
+    assert "LogSoftmax" in npd["operators"] and "LogSoftmax" not in fp32["operators"]
+
+    shutil.copy(glat[2] / "config.json", tmp_path / "config.json")
+    with pytest.raises(SystemExit, match="model.onnx not found"):
+        script.main([str(tmp_path), "--data_folder", str(multi30k_dir)])
