@@ -7,7 +7,7 @@
 Decodes the first --sentences sentences of --split with `GlatOnnxModel.generate` in batches of --batch_size (in
 the order of the file), twice: timed (--repeats passes, the median), then once under ONNX Runtime's profiler
 (`SessionOptions.enable_profiling`), whose kernel times are summed by operator type and by node. The profiler
-adds work around every node, so its total exceeds the timed pass: read its shares, not its milliseconds, and the
+adds work around every node, most for the smallest ones: read its shares rather than its milliseconds, and the
 timed pass for the time a batch takes (README, "Speed").
 """
 
