@@ -16,7 +16,7 @@ import torch
 COUNT_RULES = ("adaptive", "fixed", "decreasing")
 SELECTION_STRATEGIES = ("random", "p_ref", "1-p_ref", "most_certain", "most_uncertain")
 DISTANCES = ("hamming", "levenshtein")
-RATIO_SCHEDULES = ("constant", "linear")
+RATIO_SCHEDULES = ("constant", "linear", "decay")
 ROUNDINGS = ("floor", "round", "stochastic")
 
 # Added before flooring (also in "round"), so that a product that is an integer or a half in exact
@@ -100,19 +100,26 @@ def lcs_distance(
 
 
 def glancing_ratio(
-    step: int, total_steps: int, schedule: str = "linear", start: float = 0.5, end: float = 0.3
+    step: int,
+    total_steps: int,
+    schedule: str = "linear",
+    start: float = 0.5,
+    end: float = 0.3,
+    anneal_start: int = 0,
 ) -> float:
-    """λ at a training step (§4.1): "constant" is always `start` (IWSLT16: 0.5); "linear" anneals
-    `start` -> `end` over `total_steps` and then stays at `end` (WMT14: 0.5 -> 0.3).
+    """λ at a training step (§4.1): "constant" is always `start` (IWSLT16: 0.5); "linear" holds `start` until
+    `anneal_start`, anneals it to `end` at `total_steps` and then stays at `end` (WMT14: 0.5 -> 0.3 from step
+    0). "decay" is "linear" over the learning rate's decay phase: the trainer passes where that begins.
 
     The same schedule gives the "decreasing" count rule of Table 3 (λs·T -> λe·T): pass its value as
     the `ratio` of `glance_count(..., rule="decreasing")`.
     """
     if schedule == "constant":
         return float(start)
-    if schedule != "linear":
+    if schedule not in RATIO_SCHEDULES:
         raise ValueError(f"Unknown glancing ratio schedule {schedule!r}; choose one of {RATIO_SCHEDULES}.")
-    progress = 1.0 if total_steps <= 0 else min(max(step / total_steps, 0.0), 1.0)
+    span = total_steps - anneal_start
+    progress = 1.0 if span <= 0 else min(max((step - anneal_start) / span, 0.0), 1.0)
     return float(start + (end - start) * progress)
 
 

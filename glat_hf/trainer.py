@@ -113,7 +113,11 @@ class GlatTrainingArguments(ExactResumeSeq2SeqTrainingArguments):
     )
     glancing_schedule: str = field(
         default="linear",
-        metadata={"help": "λ over training: linear (anneal start -> end, WMT) | constant (start, IWSLT)."},
+        metadata={
+            "help": "λ over training: linear (anneal start -> end, WMT) | constant (start, IWSLT) | decay (start, "
+            "then moved linearly to end over the learning rate's decay phase: warmup_stable_decay's last "
+            "lr_decay_fraction of the steps)."
+        },
     )
     glancing_ratio_start: float = field(default=0.5, metadata={"help": "λ at step 0 (paper: 0.5)."})
     glancing_ratio_end: float = field(default=0.3, metadata={"help": "λ at the end of annealing (paper: 0.3)."})
@@ -157,11 +161,29 @@ class GlatTrainingArguments(ExactResumeSeq2SeqTrainingArguments):
         for name in ("glancing_ratio_start", "glancing_ratio_end"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{type(self).__name__}.{name} must be in [0, 1], got {getattr(self, name)!r}.")
+        if self.glancing_schedule == "decay":
+            name = f"{type(self).__name__}.glancing_schedule"
+            if self.lr_decay_fraction is None and "num_decay_steps" not in (self.lr_scheduler_kwargs or {}):
+                raise ValueError(
+                    f"{name} 'decay' anneals λ over the learning rate's decay phase: it needs "
+                    f"lr_scheduler_type warmup_stable_decay with lr_decay_fraction (or num_decay_steps)."
+                )
+            if self.glancing_anneal_steps is not None:
+                raise ValueError(
+                    f"{name} 'decay' takes its span from the learning rate's decay phase, not from "
+                    f"glancing_anneal_steps: give one."
+                )
 
     def glancing_ratio_at(self, step: int, max_steps: int) -> float:
         """λ at `step`; derived from the step alone, so a resumed run continues the schedule."""
-        total = self.glancing_anneal_steps or max_steps
-        return glancing_ratio(step, total, self.glancing_schedule, self.glancing_ratio_start, self.glancing_ratio_end)
+        total, anneal_start = self.glancing_anneal_steps or max_steps, 0
+        if self.glancing_schedule == "decay":  # the steps of create_scheduler's num_decay_steps
+            decay_steps = (self.lr_scheduler_kwargs or {}).get("num_decay_steps")
+            if self.lr_decay_fraction is not None:
+                decay_steps = max(1, round(self.lr_decay_fraction * max_steps))
+            anneal_start = max_steps - decay_steps
+        start, end = self.glancing_ratio_start, self.glancing_ratio_end
+        return glancing_ratio(step, total, self.glancing_schedule, start, end, anneal_start)
 
 
 class GlancingPolicy:

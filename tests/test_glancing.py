@@ -301,6 +301,11 @@ def test_glancing_ratio_schedules():
     assert glancing_ratio(1000, 1000, "linear", 0.5, 0.3) == pytest.approx(0.3)
     assert glancing_ratio(5000, 1000, "linear", 0.5, 0.3) == pytest.approx(0.3)
     assert glancing_ratio(700, 1000, "constant", 0.5, 0.3) == pytest.approx(0.5)
+    # "decay": held until anneal_start, then linear to `end` at total_steps
+    assert glancing_ratio(800, 1000, "decay", 0.5, 0.0, anneal_start=800) == pytest.approx(0.5)
+    assert glancing_ratio(900, 1000, "decay", 0.5, 0.0, anneal_start=800) == pytest.approx(0.25)
+    assert glancing_ratio(1000, 1000, "decay", 0.5, 0.0, anneal_start=800) == pytest.approx(0.0)
+    assert glancing_ratio(900, 1000, "linear", 0.5, 0.0, anneal_start=800) == pytest.approx(0.25)
     with pytest.raises(ValueError, match="schedule"):
         glancing_ratio(0, 10, "cosine")
 

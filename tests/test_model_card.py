@@ -206,6 +206,20 @@ def test_warmup_stable_decay_states_its_decay(tokenizer, tmp_path):
     )
     text = write(folder).text
     assert "0.001, warmup_stable_decay schedule (held, then a linear decay over the last 5 steps), 2 warmup" in text
+    assert "| λ schedule | linear 0.5 → 0.3 over" in text
+
+
+def test_lambda_moved_with_the_learning_rate_decay_is_stated(tokenizer, tmp_path):
+    folder = make_output_folder(
+        tmp_path / "glat",
+        tokenizer,
+        lr_scheduler_type="warmup_stable_decay",
+        lr_scheduler_kwargs={"decay_type": "linear", "num_decay_steps": 5},
+        glancing_schedule="decay",
+        glancing_ratio_end=1.0,
+    )
+    text = write(folder).text
+    assert "| λ schedule | 0.5, then linear 0.5 → 1 while the learning rate decays (the last 5 steps) |" in text
 
 
 def test_speed_rows_from_a_benchmark_json(tokenizer, tmp_path):

@@ -132,6 +132,9 @@ def test_the_decay_fraction_scales_the_warmup_stable_decay_schedule_with_the_run
         lr_scheduler_type="warmup_stable_decay",
         lr_scheduler_kwargs={"decay_type": "linear"},
         lr_decay_fraction=0.25,
+        glancing_schedule="decay",
+        glancing_ratio_start=0.5,
+        glancing_ratio_end=0.1,
     )
     trainer = GlatTrainer(model=tiny_model(), args=args)
     trainer.create_optimizer_and_scheduler(num_training_steps=max_steps)
@@ -146,6 +149,24 @@ def test_the_decay_fraction_scales_the_warmup_stable_decay_schedule_with_the_run
     assert all(later < earlier for earlier, later in zip(rates[decay_start:], rates[decay_start + 1 :]))
     assert trainer.lr_scheduler.get_last_lr()[0] == 0.0
     assert args.lr_scheduler_kwargs == {"decay_type": "linear", "num_decay_steps": decay_steps}
+    # glancing_schedule "decay": λ is held while the rate is, and falls with it to glancing_ratio_end
+    ratios = [args.glancing_ratio_at(step, max_steps) for step in range(max_steps + 1)]
+    assert ratios[: decay_start + 1] == [0.5] * (decay_start + 1)
+    assert all(later < earlier for earlier, later in zip(ratios[decay_start:], ratios[decay_start + 1 :]))
+    assert ratios[-1] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"lr_scheduler_type": "linear"}, "needs lr_scheduler_type warmup_stable_decay"),
+        ({"lr_decay_fraction": 0.2, "glancing_anneal_steps": 100}, "not from glancing_anneal_steps"),
+    ],
+)
+def test_lambda_annealed_with_the_rate_needs_a_decay_phase(options, message):
+    options = {"lr_scheduler_type": "warmup_stable_decay", **options}
+    with pytest.raises(ValueError, match=rf"^GlatTrainingArguments\.glancing_schedule 'decay' .*{message}"):
+        GlatTrainingArguments(output_dir="unused", report_to=[], use_cpu=True, glancing_schedule="decay", **options)
 
 
 def test_glancing_training_learns_and_glances_less_as_the_first_pass_improves(multi30k_dir, tmp_path):
