@@ -165,7 +165,7 @@ class GlatTrainingArguments(ExactResumeSeq2SeqTrainingArguments):
             name = f"{type(self).__name__}.glancing_schedule"
             if self.lr_decay_fraction is None and "num_decay_steps" not in (self.lr_scheduler_kwargs or {}):
                 raise ValueError(
-                    f"{name} 'decay' anneals λ over the learning rate's decay phase: it needs "
+                    f"{name} 'decay' moves λ over the learning rate's decay phase: it needs "
                     f"lr_scheduler_type warmup_stable_decay with lr_decay_fraction (or num_decay_steps)."
                 )
             if self.glancing_anneal_steps is not None:
