@@ -95,6 +95,13 @@ class ExactResumeSeq2SeqTrainingArguments(Seq2SeqTrainingArguments):
                 f"({self.per_device_train_batch_size}) is not used for them."
             )
 
+    def num_decay_steps(self, num_training_steps: int) -> int | None:
+        """The steps of warmup_stable_decay's decay in a run of `num_training_steps`: lr_decay_fraction of them,
+        else lr_scheduler_kwargs' num_decay_steps (None: neither is set)."""
+        if self.lr_decay_fraction is not None:
+            return max(1, round(self.lr_decay_fraction * num_training_steps))
+        return (self.lr_scheduler_kwargs or {}).get("num_decay_steps")
+
     def _check_lr_decay_fraction(self):
         name = f"{type(self).__name__}.lr_decay_fraction"
         if not 0.0 < self.lr_decay_fraction <= 1.0:
@@ -177,11 +184,8 @@ class GlatTrainingArguments(ExactResumeSeq2SeqTrainingArguments):
     def glancing_ratio_at(self, step: int, max_steps: int) -> float:
         """λ at `step`; derived from the step alone, so a resumed run continues the schedule."""
         total, anneal_start = self.glancing_anneal_steps or max_steps, 0
-        if self.glancing_schedule == "decay":  # the steps of create_scheduler's num_decay_steps
-            decay_steps = (self.lr_scheduler_kwargs or {}).get("num_decay_steps")
-            if self.lr_decay_fraction is not None:
-                decay_steps = max(1, round(self.lr_decay_fraction * max_steps))
-            anneal_start = max_steps - decay_steps
+        if self.glancing_schedule == "decay":
+            anneal_start = max_steps - self.num_decay_steps(max_steps)
         start, end = self.glancing_ratio_start, self.glancing_ratio_end
         return glancing_ratio(step, total, self.glancing_schedule, start, end, anneal_start)
 
@@ -384,7 +388,7 @@ class ExactResumeSeq2SeqTrainer(Seq2SeqTrainer):
             # written into the arguments, so that what train.py saves of them records the schedule that ran
             self.args.lr_scheduler_kwargs = {
                 **(self.args.lr_scheduler_kwargs or {}),
-                "num_decay_steps": max(1, round(self.args.lr_decay_fraction * num_training_steps)),
+                "num_decay_steps": self.args.num_decay_steps(num_training_steps),
             }
         return super().create_scheduler(num_training_steps, optimizer)
 
