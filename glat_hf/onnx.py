@@ -468,7 +468,7 @@ class GlatOnnxModel:
         outputs = self.first_pass_session.run(None, {name: feeds[name] for name in self._first_pass_inputs})
         if length_beam_size == 1 and num_iterations == 1 and not (config.use_ctc or remove_repeats):
             # One candidate a source, already as wide as its longest length (_lengths_to_mask): what
-            # best_candidates would return. At batch size 1 the torch calls skipped here cost a tenth of the call.
+            # best_candidates would return. The torch calls skipped took ~0.1 of ~2 ms at batch size 1 (README).
             return torch.from_numpy(outputs[0])
         tokens, token_scores, decoder_mask = (torch.from_numpy(output) for output in outputs[:3])
         if num_iterations > 1:  # Mask-Predict, as GlatForConditionalGeneration._refine, on the decoder graph
