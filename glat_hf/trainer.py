@@ -170,7 +170,7 @@ class GlatTrainingArguments(ExactResumeSeq2SeqTrainingArguments):
                 raise ValueError(f"{type(self).__name__}.{name} must be in [0, 1], got {getattr(self, name)!r}.")
         if self.glancing_schedule == "decay":
             name = f"{type(self).__name__}.glancing_schedule"
-            if self.lr_decay_fraction is None and "num_decay_steps" not in (self.lr_scheduler_kwargs or {}):
+            if self.lr_scheduler_type != "warmup_stable_decay" or self.num_decay_steps(self.max_steps) is None:
                 raise ValueError(
                     f"{name} 'decay' moves λ over the learning rate's decay phase: it needs "
                     f"lr_scheduler_type warmup_stable_decay with lr_decay_fraction (or num_decay_steps)."

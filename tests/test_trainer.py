@@ -160,6 +160,8 @@ def test_the_decay_fraction_scales_the_warmup_stable_decay_schedule_with_the_run
     "options, message",
     [
         ({"lr_scheduler_type": "linear"}, "needs lr_scheduler_type warmup_stable_decay"),
+        ({"lr_scheduler_type": "linear", "lr_scheduler_kwargs": {"num_decay_steps": 5}}, "needs lr_scheduler_type"),
+        ({}, "needs lr_scheduler_type warmup_stable_decay with lr_decay_fraction"),
         ({"lr_decay_fraction": 0.2, "glancing_anneal_steps": 100}, "not from glancing_anneal_steps"),
     ],
 )
