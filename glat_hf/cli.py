@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the model's generation config)",
     )
     parser.add_argument(
+        "--length_prior_weight",
+        type=non_negative_float,
+        metavar="W",
+        help="noisy parallel decoding without --reranker: add W x log P(length | source) to each candidate's mean "
+        "token log-probability (default: the model's generation config; 0.05 for new models)",
+    )
+    parser.add_argument(
         "--reranker",
         "--reranker_name_or_path",
         metavar="FOLDER",
@@ -95,6 +102,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command; return the exit status (argparse exits with 2 on a malformed command line)."""
     args = build_parser().parse_args(argv)
@@ -131,6 +148,7 @@ def translate_file(args: argparse.Namespace) -> None:
             num_iterations=args.num_iterations,
             reranker=reranker,
             remove_repeats=args.remove_repeats,
+            length_prior_weight=args.length_prior_weight,
         ).items()
         if value is not None  # unset: the model's generation config decides
     }

@@ -85,13 +85,20 @@ def _repeat_rows(tensor: torch.Tensor, times: int | torch.Tensor) -> torch.Tenso
     return tensor if isinstance(times, int) and times == 1 else tensor.repeat_interleave(times, dim=0)
 
 
+# NPD's weight of log P(length | source) beside each candidate's mean token log-probability, for new models. A
+# generation config saved without the key ranks by the mean token log-probability alone (weight 0).
+LENGTH_PRIOR_WEIGHT = 0.05
+
+
 def default_generation_config(config: GlatConfig) -> GenerationConfig:
     """One parallel pass, no refinement, the config's ids and length limit; assigned explicitly so that the
-    custom keys (`length_beam_size`, `num_iterations`, `remove_repeats`) survive save and load."""
+    custom keys (`length_beam_size`, `num_iterations`, `remove_repeats`, `length_prior_weight`) survive save and
+    load."""
     return GenerationConfig(
         length_beam_size=1,
         num_iterations=1,
         remove_repeats=False,
+        length_prior_weight=LENGTH_PRIOR_WEIGHT,
         max_length=config.max_target_length,
         pad_token_id=config.pad_token_id,
         bos_token_id=config.bos_token_id,
@@ -101,10 +108,26 @@ def default_generation_config(config: GlatConfig) -> GenerationConfig:
 
 
 def generation_settings(
-    config, generation_config, input_ids, attention_mask, length_beam_size, num_iterations, max_length, remove_repeats
+    config,
+    generation_config,
+    input_ids,
+    attention_mask,
+    length_beam_size,
+    num_iterations,
+    max_length,
+    remove_repeats,
+    length_prior_weight,
 ):
     """`generate`'s arguments checked and completed from the generation config (PyTorch and ONNX Runtime alike):
-    (attention_mask, length_beam_size, num_iterations, max_length, remove_repeats)."""
+    (attention_mask, length_beam_size, num_iterations, max_length, remove_repeats, length_prior_weight)."""
+    if length_prior_weight is None:
+        length_prior_weight = getattr(generation_config, "length_prior_weight", 0.0)
+    if (
+        isinstance(length_prior_weight, bool)
+        or not isinstance(length_prior_weight, (int, float))
+        or not 0 <= length_prior_weight < math.inf
+    ):
+        raise ValueError(f"length_prior_weight must be a number >= 0, got {length_prior_weight!r}.")
     if length_beam_size is None:
         length_beam_size = getattr(generation_config, "length_beam_size", 1)
     if num_iterations is None:
@@ -129,15 +152,29 @@ def generation_settings(
         raise ValueError(
             "length_beam_size > 1 (noisy parallel decoding) needs a length predictor; CTC models have none."
         )
-    return attention_mask, length_beam_size, num_iterations, max_length, remove_repeats
+    return attention_mask, length_beam_size, num_iterations, max_length, remove_repeats, float(length_prior_weight)
 
 
-def top_lengths(length_logits: torch.Tensor, length_beam_size: int, max_length: int) -> torch.Tensor:
-    """(B*m,) the top-m lengths in 1..max_length of each source, adjacent: the layout of its candidates.
+def top_lengths(
+    length_logits: torch.Tensor, length_beam_size: int, max_length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B*m,) the top-m lengths in 1..max_length of each source, adjacent: the layout of its candidates, and
+    (B*m,) their log-probabilities log P(length | source) over the allowed lengths (NPD's length prior).
     Integers here; 0-d tensors in the ONNX graph, which takes both as inputs."""
     allowed = torch.arange(length_logits.shape[-1], device=length_logits.device)
     allowed = (allowed >= 1) & (allowed <= max_length)
-    return length_logits.masked_fill(~allowed, float("-inf")).topk(length_beam_size, dim=-1).indices.flatten()
+    allowed_logits = length_logits.float().masked_fill(~allowed, float("-inf"))
+    # x - logsumexp: in the ONNX graph the only LogSoftmax stays the vocabulary's, which runs only when asked
+    log_probs = allowed_logits - allowed_logits.logsumexp(-1, keepdim=True)
+    best = log_probs.topk(length_beam_size, dim=-1)
+    return best.indices.flatten(), best.values.flatten()
+
+
+def candidate_scores(token_scores, decoder_mask, length_log_probs, length_prior_weight: float) -> torch.Tensor:
+    """NPD's self rerank (paper §3.3): each candidate's mean token log-probability, plus length_prior_weight x
+    log P(length | source). The mean alone does not compare lengths well; the length predictor's belief does."""
+    scores = (token_scores * decoder_mask).sum(1) / decoder_mask.sum(1)
+    return scores + length_prior_weight * length_log_probs if length_prior_weight else scores
 
 
 def needs_token_scores(length_beam_size: int, reranker, num_iterations: int) -> bool:
@@ -769,6 +806,7 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         generation_config: GenerationConfig | None = None,
         target_lengths: torch.Tensor | None = None,
         remove_repeats: bool | None = None,
+        length_prior_weight: float | None = None,
         **kwargs,
     ) -> torch.Tensor:
         """Translate in one parallel decoder pass (paper §3.3).
@@ -778,7 +816,9 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         same batched pass and the candidate with the best mean token log-probability is kept, or the
         best by `reranker` (a transformers seq2seq model with the same vocabulary, e.g. the AR teacher,
         scoring all candidates by teacher forcing in one pass; or the teacher on CTranslate2,
-        glat_hf.ctranslate2_baseline.CTranslate2Translator: see `reranker_scores`). `num_iterations > 1`
+        glat_hf.ctranslate2_baseline.CTranslate2Translator: see `reranker_scores`). Without a reranker,
+        `length_prior_weight` w adds w x log P(length | source) to each candidate's mean (`candidate_scores`;
+        default: the generation config's, 0.05 for new models, 0 for configs saved without it). `num_iterations > 1`
         adds Mask-Predict refinement (paper Figure 5). CTC models decode upsample_ratio x source length
         positions and collapse them (merge repeats, drop `<blank>`); NPD does not apply to them.
 
@@ -794,7 +834,7 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
         synced_gpus, ... passed by Seq2SeqTrainer) are ignored; `max_length` caps the predicted target length.
         """
         config = self.config
-        attention_mask, length_beam_size, num_iterations, max_length, remove_repeats = generation_settings(
+        settings = generation_settings(
             config,
             generation_config or self.generation_config,
             input_ids,
@@ -803,7 +843,9 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
             num_iterations,
             max_length,
             remove_repeats,
+            length_prior_weight,
         )
+        attention_mask, length_beam_size, num_iterations, max_length, remove_repeats, length_prior_weight = settings
         if target_lengths is not None:
             target_lengths = self._check_target_lengths(target_lengths, input_ids, length_beam_size)
         if reranker is not None:
@@ -816,7 +858,8 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
             decoder_mask = _lengths_to_mask(target_lengths)
         else:
             length_logits = self.length_scores(encoder_outputs.last_hidden_state, attention_mask)
-            decoder_mask = _lengths_to_mask(top_lengths(length_logits, length_beam_size, max_length))
+            lengths, length_log_probs = top_lengths(length_logits, length_beam_size, max_length)
+            decoder_mask = _lengths_to_mask(lengths)
 
         # Every length candidate in one batch. The decoder input copied from the source is the same in
         # every Mask-Predict iteration, so it is built once (what GlatModel.forward does, split in two).
@@ -837,7 +880,7 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
             return ctc_collapse(tokens, config.blank_token_id, config.pad_token_id, mask=decoder_mask)
         scores = None
         if length_beam_size > 1 and reranker is None:
-            scores = (token_scores * decoder_mask).sum(1) / decoder_mask.sum(1)
+            scores = candidate_scores(token_scores, decoder_mask, length_log_probs, length_prior_weight)
         elif length_beam_size > 1:
             scores = self.reranker_scores(reranker, input_ids, attention_mask, tokens, length_beam_size)
         if remove_repeats:  # after the candidates are scored: the scores are of what was decoded

@@ -12,8 +12,10 @@ The graphs (beside config.json and the tokenizer; `.int8.onnx` for the dynamical
   bool) -> the encoder, the top-m lengths in 1..max_length (CTC models: upsample_ratio x the source length), the
   decoder input copied from the source for each of the N = B x m candidate rows (a source's candidates adjacent),
   one decoder pass -> tokens (N, T) the argmax, token_scores (N, T) its log-probability (zeros unless
-  with_scores), decoder_mask (N, T) and encoder_states (B, S', d). Padding gets pad_token_id and score 0. Graphs
-  exported before with_scores take no such input and always score.
+  with_scores), decoder_mask (N, T), encoder_states (B, S', d) and length_log_probs (N,) log P(length | source)
+  of each candidate's length (NPD's length prior; 0 for CTC and given lengths). Padding gets pad_token_id and
+  score 0. Graphs exported before with_scores take no such input and always score; graphs exported before
+  length_log_probs lack it, and rank NPD candidates only with `length_prior_weight=0`.
 - `decoder_model.onnx`: the decoder pass again, for Mask-Predict refinement: (input_ids, attention_mask) (N, S),
   encoder_states and encoder_attention_mask (B, S) once per source (cross-attention folds a source's candidates),
   decoder_mask (N, T) bool, glance_ids (N, T) (a token id where the decoder input is that token's embedding, -1
@@ -55,6 +57,7 @@ from .modeling_glat import (
     _lengths_to_mask,
     _repeat_rows,
     best_candidates,
+    candidate_scores,
     default_generation_config,
     generation_settings,
     needs_token_scores,
@@ -67,7 +70,7 @@ MODEL_FILE, DECODER_FILE = "model.onnx", "decoder_model.onnx"
 OLD_ENCODER_FILE = "encoder_model.onnx"  # the first pass was two graphs before model.onnx
 OPSET = 18
 MODEL_INPUTS = ("input_ids", "attention_mask", "length_beam_size", "max_length", "target_lengths", "with_scores")
-MODEL_OUTPUTS = ("tokens", "token_scores", "decoder_mask", "encoder_states")
+MODEL_OUTPUTS = ("tokens", "token_scores", "decoder_mask", "encoder_states", "length_log_probs")
 DECODER_INPUTS = (
     "input_ids",
     "attention_mask",
@@ -180,14 +183,16 @@ class _FirstPassGraph(nn.Module):
         states = model.model.encode(input_ids, attention_mask).last_hidden_state
         if model.config.use_ctc:
             decoder_mask, candidates = model.ctc_decoder_mask(attention_mask), 1
+            length_log_probs = torch.zeros(input_ids.shape[0])
         else:
             length_logits = model.length_scores(states, attention_mask)
-            predicted = top_lengths(length_logits, length_beam_size, max_length)
+            predicted, length_log_probs = top_lengths(length_logits, length_beam_size, max_length)
             given = _repeat_rows(target_lengths, length_beam_size)  # oracle lengths, where not 0
             decoder_mask, candidates = _lengths_to_mask(torch.where(given > 0, given, predicted)), length_beam_size
+            length_log_probs = length_log_probs.masked_fill(given > 0, 0.0)
         rows = (_repeat_rows(input_ids, candidates), _repeat_rows(attention_mask, candidates))
         tokens, scores = _decode_rows(model, *rows, states, attention_mask, decoder_mask, None, with_scores)
-        return tokens, scores, decoder_mask, states
+        return tokens, scores, decoder_mask, states, length_log_probs
 
 
 class _DecoderGraph(nn.Module):
@@ -301,7 +306,7 @@ def _export_graphs(model: GlatForConditionalGeneration, output_dir: Path) -> lis
     first_pass_axes = dict(
         input_ids=sources, attention_mask=sources, target_lengths={0: "batch"}, encoder_states=states
     )
-    first_pass_axes.update(tokens=targets, token_scores=targets, decoder_mask=targets)
+    first_pass_axes.update(tokens=targets, token_scores=targets, decoder_mask=targets, length_log_probs={0: "rows"})
     decoder_axes = dict(input_ids=candidate_sources, attention_mask=candidate_sources, encoder_states=states)
     decoder_axes.update(encoder_attention_mask=sources, decoder_mask=targets, glance_ids=targets)
     decoder_axes.update(tokens=targets, token_scores=targets)
@@ -346,6 +351,7 @@ class GlatOnnxModel:
         self.decoder_session = decoder  # decoder_model.onnx, for Mask-Predict
         self.name_or_path = str(name_or_path)
         self._first_pass_inputs = {node.name for node in first_pass.get_inputs()}  # CTC graphs have no lengths
+        self._first_pass_outputs = [node.name for node in first_pass.get_outputs()]
         self._decoder_inputs = {node.name for node in decoder.get_inputs()}
 
     @classmethod
@@ -426,15 +432,16 @@ class GlatOnnxModel:
         generation_config: GenerationConfig | None = None,
         target_lengths: torch.Tensor | None = None,
         remove_repeats: bool | None = None,
+        length_prior_weight: float | None = None,
         **kwargs,
     ) -> torch.Tensor:
         """`GlatForConditionalGeneration.generate` on the graphs: one parallel pass, NPD over `length_beam_size`
-        lengths (best mean log-probability, or best by `reranker`), `num_iterations` of Mask-Predict, CTC collapse,
-        `target_lengths` (oracle lengths), `max_length` (caps the predicted length), `remove_repeats`. Same checks,
-        same (B, L) ids."""
+        lengths (best mean log-probability plus `length_prior_weight` x log P(length | source), or best by
+        `reranker`), `num_iterations` of Mask-Predict, CTC collapse, `target_lengths` (oracle lengths), `max_length`
+        (caps the predicted length), `remove_repeats`. Same checks, same (B, L) ids."""
         config = self.config
         input_ids = torch.as_tensor(input_ids)
-        attention_mask, length_beam_size, num_iterations, max_length, remove_repeats = generation_settings(
+        settings = generation_settings(
             config,
             generation_config or self.generation_config,
             input_ids,
@@ -443,7 +450,15 @@ class GlatOnnxModel:
             num_iterations,
             max_length,
             remove_repeats,
+            length_prior_weight,
         )
+        attention_mask, length_beam_size, num_iterations, max_length, remove_repeats, length_prior_weight = settings
+        length_prior = length_beam_size > 1 and reranker is None and length_prior_weight > 0
+        if length_prior and "length_log_probs" not in self._first_pass_outputs:
+            raise ValueError(
+                f"{self.name_or_path}: its {MODEL_FILE} was exported before NPD's length prior; export it again "
+                f"with `{PROG} {self.name_or_path}`, or pass length_prior_weight=0."
+            )
         # These methods of the PyTorch model read only self.config: the same checks and scores, not copies.
         if target_lengths is not None:
             target_lengths = GlatForConditionalGeneration._check_target_lengths(
@@ -493,7 +508,8 @@ class GlatOnnxModel:
             return ctc_collapse(tokens, config.blank_token_id, config.pad_token_id, mask=decoder_mask)
         scores = None
         if length_beam_size > 1 and reranker is None:
-            scores = (token_scores * decoder_mask).sum(1) / decoder_mask.sum(1)
+            length_log_probs = torch.from_numpy(outputs[4]) if length_prior else None
+            scores = candidate_scores(token_scores, decoder_mask, length_log_probs, length_prior_weight)
         elif length_beam_size > 1:
             rerank = GlatForConditionalGeneration.reranker_scores
             scores = rerank(self, reranker, input_ids, attention_mask, tokens, length_beam_size)

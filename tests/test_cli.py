@@ -123,7 +123,12 @@ def test_the_reranker_can_be_its_ctranslate2_conversion(saved, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "flag, name, value", [("--num_iterations", "num_iterations", 3), ("--remove_repeats", "remove_repeats", True)]
+    "flag, name, value",
+    [
+        ("--num_iterations", "num_iterations", 3),
+        ("--remove_repeats", "remove_repeats", True),
+        ("--length_prior_weight", "length_prior_weight", 0.5),
+    ],
 )
 def test_generation_flags_reach_generate(saved, tmp_path, monkeypatch, flag, name, value):
     seen = []
@@ -204,6 +209,7 @@ def test_bad_length_beam_size_leaves_the_output_file_alone(saved, tmp_path, caps
     expect_error(capsys, status, "length_beam_size must be an integer")
     assert output.read_text() == "previous run\n"
     expect_error(capsys, run_cli(saved.folder, "--input", source, "--batch_size", "many"), "--batch_size")
+    expect_error(capsys, run_cli(saved.folder, "--input", source, "--length_prior_weight", -1), "a number >= 0")
 
 
 def test_reranker_with_another_vocabulary_or_missing(saved, tmp_path, capsys):

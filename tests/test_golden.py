@@ -75,7 +75,12 @@ def train_and_translate(multi30k_dir, config_dict, output_dir, use_ctc=False):
     ways = (
         {"single": {}}
         if use_ctc
-        else {"single": {}, "npd3": {"length_beam_size": 3}, "refine3": {"num_iterations": 3}}
+        else {
+            "single": {},
+            "npd3": {"length_beam_size": 3, "length_prior_weight": 0.0},  # ranked by the mean log-probability
+            "npd3_length_prior": {"length_beam_size": 3},  # and the length prior of a new generation config
+            "refine3": {"num_iterations": 3},
+        }
     )
     tokens = {name: model.generate(**batch, **kwargs).tolist() for name, kwargs in ways.items()}
 

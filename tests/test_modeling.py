@@ -1,4 +1,5 @@
 import itertools
+import json
 
 import pytest
 import torch
@@ -7,6 +8,7 @@ from helpers import tiny_marian, tiny_model
 
 from glat_hf import GlatForConditionalGeneration
 from glat_hf.ctc import ctc_collapse
+from glat_hf.modeling_glat import LENGTH_PRIOR_WEIGHT
 
 SOURCE = torch.tensor([[7, 8, 9, 10, 2], [11, 12, 2, 0, 0], [13, 14, 15, 2, 0]])
 LABELS = torch.tensor([[20, 21, 22, 23, 2, -100], [24, 25, 26, 27, 28, 2], [29, 2, -100, -100, -100, -100]])
@@ -130,19 +132,54 @@ def _single_length_candidate(model, source, length):
     return tokens, scores.mean()
 
 
-def test_npd_keeps_the_candidate_that_decoding_each_length_separately_would_pick():
+@pytest.mark.parametrize("length_prior_weight", [None, 0.0, 2.0])
+def test_npd_keeps_the_candidate_that_decoding_each_length_separately_would_pick(length_prior_weight):
+    """Self rerank: the best mean token log-probability plus w x log P(length | source) over the allowed lengths
+    (None: the generation config's w, LENGTH_PRIOR_WEIGHT for a new model)."""
     torch.manual_seed(1)
     model = tiny_model()
-    m = 5
-    chosen = model.generate(SOURCE, length_beam_size=m)
+    m, max_length = 5, model.config.max_target_length
+    weight = LENGTH_PRIOR_WEIGHT if length_prior_weight is None else length_prior_weight
+    assert model.generation_config.length_prior_weight == LENGTH_PRIOR_WEIGHT
+    chosen = model.generate(SOURCE, length_beam_size=m, length_prior_weight=length_prior_weight)
     for i, source in enumerate(SOURCE):
         source = source[source.ne(0)]
-        length_logits = model(source[None], decoder_lengths=torch.tensor([1])).length_logits[0]
-        lengths = length_logits[1:].topk(m).indices + 1
+        with torch.no_grad():
+            length_logits = model(source[None], decoder_lengths=torch.tensor([1])).length_logits[0]
+        length_log_probs = torch.log_softmax(length_logits[1 : max_length + 1], -1)  # lengths 1..max_length
+        lengths = length_log_probs.topk(m).indices + 1
         candidates = [_single_length_candidate(model, source, int(length)) for length in lengths]
-        best_tokens = max(candidates, key=lambda c: float(c[1]))[0]
+        scores = [
+            float(mean) + weight * float(length_log_probs[length - 1])
+            for (_, mean), length in zip(candidates, lengths)
+        ]
+        best_tokens = candidates[max(range(m), key=scores.__getitem__)][0]
         got = chosen[i][chosen[i].ne(0)]
         assert torch.equal(got, best_tokens), f"sentence {i}"
+
+
+def test_a_heavy_length_prior_keeps_the_most_probable_length_and_an_old_generation_config_has_none(tmp_path):
+    torch.manual_seed(1)
+    model = tiny_model()
+    unweighted = model.generate(SOURCE, length_beam_size=5, length_prior_weight=0)
+    heavy = model.generate(SOURCE, length_beam_size=5, length_prior_weight=1e4)
+    assert torch.equal(heavy, model.generate(SOURCE))  # the top-1 length: one pass
+    assert not torch.equal(heavy, unweighted)  # the seed gives sentences whose best mean is at another length
+    # A generation config saved before the key existed ranks by the mean alone, as when it was saved.
+    model.generation_config.length_prior_weight = 1e4
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "generation_config.json").read_text())
+    assert saved.pop("length_prior_weight") == 1e4
+    (tmp_path / "generation_config.json").write_text(json.dumps(saved))
+    assert torch.equal(
+        GlatForConditionalGeneration.from_pretrained(tmp_path).generate(SOURCE, length_beam_size=5), unweighted
+    )
+
+
+@pytest.mark.parametrize("weight", [-0.1, float("nan"), float("inf"), True, "0.1"])
+def test_bad_length_prior_weight(weight):
+    with pytest.raises(ValueError, match="length_prior_weight"):
+        tiny_model().generate(SOURCE, length_beam_size=3, length_prior_weight=weight)
 
 
 def test_npd_with_reranker_picks_the_reranker_best_and_scores_equal_its_loss():

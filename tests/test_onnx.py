@@ -120,8 +120,10 @@ def test_padded_batches_give_the_tokens_of_pytorch(glat, data):
 def test_noisy_parallel_decoding_with_self_rerank_gives_the_tokens_of_pytorch(glat, data):
     model, onnx_model, _ = glat
     for inputs in _batches(data):
-        _assert_same(model, onnx_model, inputs, length_beam_size=3)
+        _assert_same(model, onnx_model, inputs, length_beam_size=3)  # the generation config's length prior
         _assert_same(model, onnx_model, inputs, length_beam_size=3, remove_repeats=True)
+        for weight in (0.0, 1.0):
+            _assert_same(model, onnx_model, inputs, length_beam_size=5, length_prior_weight=weight)
 
 
 def test_mask_predict_refinement_gives_the_tokens_of_pytorch(glat, data):
@@ -158,7 +160,7 @@ def test_the_graphs_handle_padding_whatever_batch_the_trace_ran_on(glat, data, t
     inputs = next(_batches(data))
     feeds = {name: inputs[name].numpy() for name in ("input_ids", "attention_mask")}
     feeds.update(length_beam_size=np.array(1), max_length=np.array(model.config.max_target_length))
-    tokens, _, decoder_mask, states = onnx_model.first_pass_session.run(
+    tokens, _, decoder_mask, states, _ = onnx_model.first_pass_session.run(
         None,
         {
             **feeds,
@@ -183,8 +185,8 @@ def test_the_first_pass_scores_only_when_asked(glat, data):
     feeds.update(length_beam_size=np.array(2), max_length=np.array(onnx_model.config.max_target_length))
     feeds.update(target_lengths=np.zeros(len(inputs["input_ids"]), dtype=np.int64))
     session = onnx_model.first_pass_session
-    tokens, scores, mask, _ = session.run(None, {**feeds, "with_scores": np.array(True)})
-    unscored_tokens, unscored, _, _ = session.run(None, {**feeds, "with_scores": np.array(False)})
+    tokens, scores, mask = session.run(None, {**feeds, "with_scores": np.array(True)})[:3]
+    unscored_tokens, unscored = session.run(None, {**feeds, "with_scores": np.array(False)})[:2]
     assert np.array_equal(tokens, unscored_tokens) and not unscored.any()
     assert (scores[mask] < 0).all() and not scores[~mask].any()
     ops = {node.op_type for node in onnx.load(onnx_model.name_or_path + "/model.onnx").graph.node}
@@ -204,6 +206,23 @@ def test_graphs_exported_before_with_scores_load_and_decode_as_now(glat, data, t
     assert "with_scores" not in earlier._first_pass_inputs
     inputs = next(_batches(data))
     for kwargs in ({}, {"length_beam_size": 3}, {"num_iterations": 2}):
+        assert torch.equal(earlier.generate(**inputs, **kwargs), onnx_model.generate(**inputs, **kwargs))
+
+
+def test_graphs_exported_before_the_length_prior_rank_without_it_or_say_to_export_again(glat, data, tmp_path):
+    """A model.onnx of an earlier glat-export has no length_log_probs output: NPD's self rerank with a length
+    prior cannot run on it, and the error says how to export again; without the prior it decodes as now."""
+    _, onnx_model, folder = glat
+    for path in folder.iterdir():
+        shutil.copy(path, tmp_path)
+    graph = onnx.load(folder / "model.onnx")
+    graph.graph.output.remove(next(node for node in graph.graph.output if node.name == "length_log_probs"))
+    onnx.save(graph, tmp_path / "model.onnx")
+    earlier = GlatOnnxModel.from_pretrained(tmp_path, threads=1)
+    inputs = next(_batches(data))
+    with pytest.raises(ValueError, match=f"exported before NPD's length prior.*glat-export {tmp_path}"):
+        earlier.generate(**inputs, length_beam_size=3)
+    for kwargs in ({}, {"length_beam_size": 3, "length_prior_weight": 0}):
         assert torch.equal(earlier.generate(**inputs, **kwargs), onnx_model.generate(**inputs, **kwargs))
 
 
@@ -280,6 +299,7 @@ def _same_error(pytorch_model, onnx_model, *args, **kwargs) -> str:
         (dict(length_beam_size=41), "length_beam_size"),
         (dict(num_iterations=0), "num_iterations"),
         (dict(remove_repeats=1), "remove_repeats"),
+        (dict(length_beam_size=2, length_prior_weight=-1.0), "length_prior_weight"),
         (dict(target_lengths=torch.tensor([3, 4])), "target_lengths"),
         (dict(target_lengths=torch.tensor([0])), "target_lengths"),
         (dict(target_lengths=torch.tensor([3]), length_beam_size=2), "target_lengths"),

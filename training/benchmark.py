@@ -34,6 +34,7 @@ from glat_hf.configuration_glat import PRESETS, preset_sizes
 from glat_hf.data import column, load_multi30k
 from glat_hf.measurement import CpuMemory, timed
 from glat_hf.metrics import bleu_by_length, corpus_bleu, repetition_ratio
+from glat_hf.modeling_glat import LENGTH_PRIOR_WEIGHT
 from glat_hf.trainer import GlancingPolicy
 from glat_hf.translation import check_vocabulary, max_source_tokens, resolve_device, translate
 
@@ -48,8 +49,8 @@ SYSTEMS = [  # name, the model that decodes, generate arguments ("reranker": the
     (AR_GREEDY, "ar", {"num_beams": 1, "do_sample": False}),
     (AR_BEAM, "ar", {"num_beams": 4, "do_sample": False}),
     ("GLAT", "glat", {}),
-    ("GLAT NPD m=3", "glat", {"length_beam_size": 3}),
-    ("GLAT NPD m=7", "glat", {"length_beam_size": 7}),
+    ("GLAT NPD m=3", "glat", {"length_beam_size": 3, "length_prior_weight": LENGTH_PRIOR_WEIGHT}),
+    ("GLAT NPD m=7", "glat", {"length_beam_size": 7, "length_prior_weight": LENGTH_PRIOR_WEIGHT}),
     ("GLAT NPD m=3 + AR rerank", "glat", {"length_beam_size": 3, "reranker": "ar"}),
     ("GLAT NPD m=7 + AR rerank", "glat", {"length_beam_size": 7, "reranker": "ar"}),
     ("GLAT+CTC", "ctc", {}),

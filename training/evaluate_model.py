@@ -36,7 +36,7 @@ import glat_hf  # noqa: F401  (registers "glat" with the Auto classes)
 from glat_hf.data import DATA_DIR_VARIABLE, column, data_dir, load_multi30k, load_parallel_folder
 from glat_hf.glancing import select_glance_positions
 from glat_hf.metrics import corpus_bleu, repetition_ratio
-from glat_hf.modeling_glat import GlatForConditionalGeneration
+from glat_hf.modeling_glat import LENGTH_PRIOR_WEIGHT, GlatForConditionalGeneration
 from glat_hf.translation import resolve_device, translate
 
 ROW_KEYS = ("system", "data", "test_set")
@@ -64,6 +64,11 @@ def parse_arguments(argv):
     parser.add_argument("--reranker", "--reranker_name_or_path", help="GLAT: an AR model folder that reranks NPD.")
     parser.add_argument("--num_iterations", type=int, help="GLAT: Mask-Predict refinement passes.")
     parser.add_argument("--remove_repeats", action="store_true", help="GLAT: merge consecutive repeated tokens.")
+    parser.add_argument(
+        "--length_prior_weight",
+        type=float,
+        help=f"GLAT: NPD's weight of log P(length | source) in self rerank (default {LENGTH_PRIOR_WEIGHT}).",
+    )
     parser.add_argument("--num_beams", type=int, help="Autoregressive models: beam size (1 = greedy).")
     parser.add_argument(
         "--oracle_lengths",
@@ -127,9 +132,16 @@ def generation_settings(args, is_glat: bool) -> dict:
             "length_beam_size": args.length_beam_size or 1,
             "num_iterations": args.num_iterations or 1,
             "remove_repeats": args.remove_repeats,
+            "length_prior_weight": LENGTH_PRIOR_WEIGHT
+            if args.length_prior_weight is None
+            else args.length_prior_weight,
         }
-    if args.length_beam_size or args.reranker or args.num_iterations or args.remove_repeats:  # Marian ignores them
-        raise ValueError("--length_beam_size, --reranker, --num_iterations and --remove_repeats are for GLAT models.")
+    glat_only = (args.length_beam_size, args.reranker, args.num_iterations, args.remove_repeats)
+    if any(glat_only) or args.length_prior_weight is not None:  # Marian would ignore them
+        raise ValueError(
+            "--length_beam_size, --reranker, --num_iterations, --remove_repeats and --length_prior_weight are for "
+            "GLAT models."
+        )
     return {"num_beams": args.num_beams or 1}
 
 
