@@ -165,6 +165,7 @@ def build_model_card(output_dir, **options) -> ModelCard:
     given = {key: value for key, value in (decoding or {}).items() if value}
     decoding = {"length_beam_size": 1, "num_iterations": 1, "num_beams": 1}
     decoding |= {key: value for key, value in saved.items() if value} | given
+    decoding["length_prior_weight"] = generation.get("length_prior_weight", 0)  # absent: saved before it existed
     if decoding.get("reranker"):
         decoding["reranker"] = Path(str(decoding["reranker"])).name
 

@@ -17,6 +17,7 @@ from helpers import REPO, load_script, read_pairs, tiny_marian, tiny_model, toke
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from glat_hf.metrics import corpus_bleu, decode_ids
+from glat_hf.modeling_glat import LENGTH_PRIOR_WEIGHT
 
 SYSTEMS = [
     "AR greedy",
@@ -289,6 +290,10 @@ def test_onnxruntime_rows_translate_as_pytorch_in_fp32_and_carry_their_speedups(
                 assert torch_rows[(name, size)]["reranker_engine"] == "transformers"
             else:
                 assert "reranker_engine" not in row
+            # NPD ranked by GLAT itself records the length prior it ranked with: the trained model's generation config
+            assert row.get("length_prior_weight") == (
+                LENGTH_PRIOR_WEIGHT if "NPD" in name and "AR" not in name else None
+            )
             # with --int8, int8 rows are held to transformers' int8 AR; fp32 to fp32
             baseline = decode_rows(rows, variant)[("AR greedy", size)]["latency_ms"]
             assert row["speedup_vs_ar_greedy"] == pytest.approx(baseline / row["latency_ms"], rel=1e-9)

@@ -162,6 +162,16 @@ def test_usage_section_runs(tokenizer, tmp_path):
     exec(compile(usage, "usage", "exec"), {})
 
 
+def test_the_saved_length_prior_weight_is_stated(tokenizer, tmp_path):
+    """A new model's generation config has NPD's length prior; one saved before the key existed ranks without."""
+    folder = make_output_folder(tmp_path / "glat", tokenizer)
+    assert "log P(length | source); saved default: 0.05)" in write(folder).text
+    saved = json.loads((folder / "generation_config.json").read_text())
+    del saved["length_prior_weight"]
+    (folder / "generation_config.json").write_text(json.dumps(saved))
+    assert "log P(length | source); saved default: 0)" in write(folder).text
+
+
 def test_training_settings_and_lambda_schedule(tokenizer, tmp_path):
     folder = make_output_folder(
         tmp_path / "glat",

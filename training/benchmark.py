@@ -34,7 +34,6 @@ from glat_hf.configuration_glat import PRESETS, preset_sizes
 from glat_hf.data import column, load_multi30k
 from glat_hf.measurement import CpuMemory, timed
 from glat_hf.metrics import bleu_by_length, corpus_bleu, repetition_ratio
-from glat_hf.modeling_glat import LENGTH_PRIOR_WEIGHT
 from glat_hf.trainer import GlancingPolicy
 from glat_hf.translation import check_vocabulary, max_source_tokens, resolve_device, translate
 
@@ -49,8 +48,8 @@ SYSTEMS = [  # name, the model that decodes, generate arguments ("reranker": the
     (AR_GREEDY, "ar", {"num_beams": 1, "do_sample": False}),
     (AR_BEAM, "ar", {"num_beams": 4, "do_sample": False}),
     ("GLAT", "glat", {}),
-    ("GLAT NPD m=3", "glat", {"length_beam_size": 3, "length_prior_weight": LENGTH_PRIOR_WEIGHT}),
-    ("GLAT NPD m=7", "glat", {"length_beam_size": 7, "length_prior_weight": LENGTH_PRIOR_WEIGHT}),
+    ("GLAT NPD m=3", "glat", {"length_beam_size": 3}),  # ranked as the model's generation config says
+    ("GLAT NPD m=7", "glat", {"length_beam_size": 7}),
     ("GLAT NPD m=3 + AR rerank", "glat", {"length_beam_size": 3, "reranker": "ar"}),
     ("GLAT NPD m=7 + AR rerank", "glat", {"length_beam_size": 7, "reranker": "ar"}),
     ("GLAT+CTC", "ctc", {}),
@@ -143,8 +142,7 @@ def config_fields(text: str | None, flag: str = "--config_overrides") -> dict:
 def sentences(args, split: str, count: int | None) -> tuple[list[str], list[str]]:
     """The first `count` pairs of a split (all with None): --data_folder's, else Multi30k's (GLAT_DATA_DIR or Hub)."""
     pairs = load_multi30k([split], args.source_lang, args.target_lang, folder=args.data_folder)[split]
-    if count is not None:
-        pairs = pairs.select(range(min(count, len(pairs))))
+    pairs = pairs if count is None else pairs.select(range(min(count, len(pairs))))
     return list(column(pairs, args.source_lang)), list(column(pairs, args.target_lang))
 
 
@@ -336,9 +334,8 @@ def benchmark_decoding(args, all_runs, tokenizer, sources, references, single, b
     device, special_ids = args.device, set(tokenizer.all_special_ids)
     warm, cpu_memory = single[: args.warmup] + batched[:1], CpuMemory()
 
-    # Untimed: warm-up, peak memory, output lengths, quality.
     rows = {}
-    for run in all_runs:
+    for run in all_runs:  # untimed: warm-up, peak memory, output lengths, quality
         print(f"  [{run.engine} {run.variant}] {run.system}: warm-up, memory, quality", flush=True)
         timed_pass(run.decode, warm, device)
         mem_single, _ = peak_memory(run, single[:10], device, cpu_memory)
@@ -352,6 +349,8 @@ def benchmark_decoding(args, all_runs, tokenizer, sources, references, single, b
         base.update(threads=engine_threads(args, run.engine), turn_sentences=args.turn_sentences)
         if "reranker" in run.kwargs:  # the AR model that ranks NPD's candidates
             base["reranker_engine"] = getattr(run.kwargs["reranker"], "engine", "transformers")
+        elif "length_beam_size" in run.kwargs:  # NPD ranked by GLAT: its generation config's length prior
+            base["length_prior_weight"] = getattr(run.model.generation_config, "length_prior_weight", 0.0)
         one = dict(batch_size=1, num_sentences=len(single), peak_mem_mb=mem_single)
         many = dict(batch_size=args.batch_size, num_sentences=len(sources), num_batches=len(batched))
         for sizes in (one, dict(many, peak_mem_mb=mem_batched)):
