@@ -7,6 +7,7 @@ import torch
 from helpers import load_script, read_pairs, tiny_model, tokenizer_for
 
 from glat_hf.metrics import corpus_bleu
+from glat_hf.modeling_glat import LENGTH_PRIOR_WEIGHT
 
 evaluate_model = load_script("training/evaluate_model.py")
 
@@ -105,6 +106,35 @@ def test_oracle_lengths_from_other_translations(multi30k_dir, tmp_path):
         evaluate(tmp_path, data, "--oracle_lengths", str(tmp_path / "short.{split}.de"))
     with pytest.raises(SystemExit, match="cannot read .*missing.test_2016_flickr.de"):
         evaluate(tmp_path, data, "--oracle_lengths", str(tmp_path / "missing.{split}.de"))
+
+
+def test_npd_rows_rank_with_the_length_prior_they_state(multi30k_dir, tmp_path):
+    """--length_prior_weight W (default LENGTH_PRIOR_WEIGHT, whatever the model's generation config says) is the
+    weight NPD's self rerank used for the row's translations, and the row says it."""
+    model, tokenizer, sources, targets, data = saved_model_and_data(multi30k_dir, tmp_path, offset=False)
+    with torch.no_grad():  # a broad length predictor: lengths 10..16, 16 likeliest, so the prior can matter
+        model.length_head.bias[10:17] = torch.arange(7.0)
+    model.generation_config.length_prior_weight = 0.0  # a saved model without the prior: the flag decides
+    model.save_pretrained(tmp_path / "model")
+    batch = tokenizer(sources, return_tensors="pt", padding=True)
+    written = tmp_path / "model" / "predictions" / "GLAT.raw.test_2016_flickr.txt"
+    translations = []
+    for flags, weight in (
+        ((), LENGTH_PRIOR_WEIGHT),
+        (("--length_prior_weight", "0"), 0.0),
+        (("--length_prior_weight", "2"), 2.0),
+    ):
+        (row,) = evaluate(tmp_path, data, "--length_beam_size", "5", *flags)
+        assert row["generation"]["length_prior_weight"] == weight
+        ids = model.eval().generate(**batch, length_beam_size=5, length_prior_weight=weight)
+        expected = [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        translations.append(written.read_text(encoding="utf-8").split("\n")[:-1])
+        assert [" ".join(line.split()) for line in translations[-1]] == [" ".join(t.split()) for t in expected]
+    assert translations[1] != translations[2]  # the weight changed what NPD kept
+    with pytest.raises(ValueError, match="are for GLAT models"):
+        evaluate_model.generation_settings(
+            evaluate_model.parse_arguments(["m", "--table", "t", "--length_prior_weight", "0"]), False
+        )
 
 
 def test_glanced_accuracy_sees_the_glanced_words(multi30k_dir):
