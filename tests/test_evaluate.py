@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from helpers import load_script, read_pairs, tiny_model, tokenizer_for
+from helpers import load_script, read_pairs, tiny_marian, tiny_model, tokenizer_for
 
 from glat_hf.metrics import corpus_bleu
 from glat_hf.modeling_glat import LENGTH_PRIOR_WEIGHT
@@ -131,9 +131,23 @@ def test_npd_rows_rank_with_the_length_prior_they_state(multi30k_dir, tmp_path):
         translations.append(written.read_text(encoding="utf-8").split("\n")[:-1])
         assert [" ".join(line.split()) for line in translations[-1]] == [" ".join(t.split()) for t in expected]
     assert translations[1] != translations[2]  # the weight changed what NPD kept
+    tiny_marian(len(tokenizer)).save_pretrained(tmp_path / "ar")  # an autoregressive model has no length prior
+    tokenizer.save_pretrained(tmp_path / "ar")
     with pytest.raises(ValueError, match="are for GLAT models"):
-        evaluate_model.generation_settings(
-            evaluate_model.parse_arguments(["m", "--table", "t", "--length_prior_weight", "0"]), False
+        evaluate_model.main(
+            [
+                str(tmp_path / "ar"),
+                "--system",
+                "AR",
+                "--data",
+                "raw",
+                "--results",
+                str(tmp_path / "r.json"),
+                "--data_folder",
+                str(data),
+                "--length_prior_weight",
+                "0",
+            ]
         )
 
 
