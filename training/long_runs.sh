@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The long runs of issue 12: GLAT, NAT-base (and GLAT+CTC) with today's defaults on the distilled Multi30k data,
+# The long runs of issue 12: GLAT, NAT-base (and GLAT+CTC) with today's defaults on the distilled Multi30k data (or raw),
 # one schedule of STEPS steps for every model and seed, evaluated at each third of it (predicted and oracle lengths,
 # the length predictor's report, glanced accuracy), so the rows show how the gap moves with the budget.
 #
 #   bash training/long_runs.sh [RUNS_DIR]                      (default outputs/long; run from the repo root)
 #   SEEDS="42 43" MODELS="glat nat" STEPS=3150 JOBS=2 bash training/long_runs.sh
 #   VARIANT=non_glanced_length_loss ARGS="--config_overrides length_loss_weighting=non_glanced" bash training/long_runs.sh
+#   DATA=raw SEEDS=42 JOBS=2 bash training/long_runs.sh           (the raw training data, the teacher's tokenizer)
 #
 # VARIANT names a variant of the recipe whose extra train.py flags are ARGS: its runs are
 # <model>_<STEPS>_<VARIANT>_s<seed>, its rows say "<system>, <VARIANT>, <STEPS>-step schedule, ..." with method
@@ -15,12 +16,21 @@
 # takes the GPU by itself; keep JOBS=1 there. A finished run is skipped and an interrupted one resumes from its
 # last checkpoint (saved every sixth of the schedule), so rerunning the script continues it. Rows go to RESULTS
 # (default results/multi30k_en_de.json) as "<system>, <STEPS>-step schedule, seed <seed>, at <k> steps".
+# DATA=raw trains on the raw Multi30k pairs ($GLAT_DATA_DIR/multi30k) instead of the teacher's distillation, with
+# the same tokenizer: runs <model>_<STEPS>_raw[_<VARIANT>]_s<seed>, rows "<system>, raw data, ..." with data "raw".
 set -euo pipefail
 R=${1:-outputs/long}
 PY=${PYTHON:-.venv/bin/python}
 RESULTS=${RESULTS:-results/multi30k_en_de.json}
 DISTILLED=${DISTILLED:-${GLAT_DATA_DIR:?set GLAT_DATA_DIR or DISTILLED}/multi30k_distilled}
 VARIANT=${VARIANT:-}
+DATA=${DATA:-distilled}
+case $DATA in
+  distilled) TRAIN_DATA=$DISTILLED ;;
+  raw) TRAIN_DATA=${GLAT_DATA_DIR:?DATA=raw reads \$GLAT_DATA_DIR/multi30k}/multi30k ;;
+  *) echo "DATA must be distilled or raw, got $DATA" >&2; exit 2 ;;
+esac
+RAW=$([ "$DATA" = raw ] && echo yes || true)
 ARGS=${ARGS:-}
 STEPS=${STEPS:-3150}
 JOBS=${JOBS:-1}
@@ -33,11 +43,11 @@ declare -A METHOD=([glat]=glat [nat]=nat [ctc]=glat_ctc)
 mkdir -p "$R"
 
 run_dir() {  # MODEL SEED
-  echo "$R/${1}_${STEPS}${VARIANT:+_$VARIANT}_s$2"
+  echo "$R/${1}_${STEPS}${RAW:+_raw}${VARIANT:+_$VARIANT}_s$2"
 }
 
 train_command() {  # MODEL SEED: the train.py command line of one run
-  echo "python training/train.py training/recipes/multi30k_en_de_${RECIPE[$1]}.json --data_folder $DISTILLED" \
+  echo "python training/train.py training/recipes/multi30k_en_de_${RECIPE[$1]}.json --data_folder $TRAIN_DATA" \
     "--tokenizer_name $DISTILLED/teacher --max_steps $STEPS --eval_steps $THIRD --save_steps $((STEPS / 6))" \
     "--save_total_limit 7 --seed $2${ARGS:+ $ARGS} --output_dir $(run_dir "$1" "$2")"
 }
@@ -62,10 +72,10 @@ for seed in ${SEEDS:-42 43}; do
     for step in $THIRD $((2 * THIRD)) $STEPS; do
       checkpoint="$out/checkpoint-$step"
       [ "$step" = "$STEPS" ] && checkpoint=$out  # the final model
-      system="${SYSTEM[$model]}, ${VARIANT:+$VARIANT, }$STEPS-step schedule, seed $seed, at $step steps"
+      system="${SYSTEM[$model]}, ${RAW:+raw data, }${VARIANT:+$VARIANT, }$STEPS-step schedule, seed $seed, at $step steps"
       method="${METHOD[$model]}${VARIANT:+_$VARIANT}"
       $PY training/evaluate_model.py "$checkpoint" --system "$system" --method "$method" \
-        --data distilled --data_folder "$DISTILLED" --results "$RESULTS" \
+        --data "$DATA" --data_folder "$TRAIN_DATA" --results "$RESULTS" \
         --train_command "$(train_command "$model" "$seed")" --skip_existing
     done
   done
