@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The long runs of issue 12: GLAT, NAT-base (and GLAT+CTC) with today's defaults on the distilled Multi30k data (or raw),
-# one schedule of STEPS steps for every model and seed, evaluated at each third of it (predicted and oracle lengths,
+# The long runs of issue 12: GLAT, NAT-base (and GLAT+CTC) with today's defaults on the distilled (or raw) Multi30k
+# data, one schedule of STEPS steps for every model and seed, evaluated at each third of it (predicted and oracle lengths,
 # the length predictor's report, glanced accuracy), so the rows show how the gap moves with the budget.
 #
 #   bash training/long_runs.sh [RUNS_DIR]                      (default outputs/long; run from the repo root)
@@ -72,7 +72,8 @@ for seed in ${SEEDS:-42 43}; do
     for step in $THIRD $((2 * THIRD)) $STEPS; do
       checkpoint="$out/checkpoint-$step"
       [ "$step" = "$STEPS" ] && checkpoint=$out  # the final model
-      system="${SYSTEM[$model]}, ${RAW:+raw data, }${VARIANT:+$VARIANT, }$STEPS-step schedule, seed $seed, at $step steps"
+      schedule="${RAW:+raw data, }${VARIANT:+$VARIANT, }$STEPS-step schedule"
+      system="${SYSTEM[$model]}, $schedule, seed $seed, at $step steps"
       method="${METHOD[$model]}${VARIANT:+_$VARIANT}"
       $PY training/evaluate_model.py "$checkpoint" --system "$system" --method "$method" \
         --data "$DATA" --data_folder "$TRAIN_DATA" --results "$RESULTS" \
