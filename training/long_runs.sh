@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The long runs of issue 12: GLAT, NAT-base (and GLAT+CTC) with today's defaults on the distilled (or raw) Multi30k
-# data, one schedule of STEPS steps for every model and seed, evaluated at each third of it (predicted and oracle lengths,
-# the length predictor's report, glanced accuracy), so the rows show how the gap moves with the budget.
+# The long runs of issue 12: GLAT, NAT-base (and GLAT+CTC) with today's defaults on the distilled (or raw)
+# Multi30k data, one schedule of STEPS steps for every model and seed, evaluated at each third of it (predicted and
+# oracle lengths, the length predictor's report, glanced accuracy), so the rows show how the gap moves with the budget.
 #
 #   bash training/long_runs.sh [RUNS_DIR]                      (default outputs/long; run from the repo root)
 #   SEEDS="42 43" MODELS="glat nat" STEPS=3150 JOBS=2 bash training/long_runs.sh
