@@ -30,7 +30,7 @@ case $DATA in
   raw) TRAIN_DATA=${GLAT_DATA_DIR:?DATA=raw reads \$GLAT_DATA_DIR/multi30k}/multi30k ;;
   *) echo "DATA must be distilled or raw, got $DATA" >&2; exit 2 ;;
 esac
-RAW=$([ "$DATA" = raw ] && echo yes || true)
+RAW=${DATA#distilled}  # "raw" or empty: the runs' and rows' names
 ARGS=${ARGS:-}
 STEPS=${STEPS:-3150}
 JOBS=${JOBS:-1}
@@ -43,7 +43,7 @@ declare -A METHOD=([glat]=glat [nat]=nat [ctc]=glat_ctc)
 mkdir -p "$R"
 
 run_dir() {  # MODEL SEED
-  echo "$R/${1}_${STEPS}${RAW:+_raw}${VARIANT:+_$VARIANT}_s$2"
+  echo "$R/${1}_${STEPS}${RAW:+_$RAW}${VARIANT:+_$VARIANT}_s$2"
 }
 
 train_command() {  # MODEL SEED: the train.py command line of one run
