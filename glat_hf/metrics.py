@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from sacrebleu.metrics import BLEU
 from transformers import EvalPrediction
 
@@ -46,6 +47,25 @@ def repetition_ratio(token_lists: Sequence[Sequence | str]) -> float:
         total += len(tokens)
         repeats += sum(current == previous for previous, current in zip(tokens, tokens[1:]))
     return repeats / total if total else 0.0
+
+
+def token_lengths(tokenizer, sentences) -> torch.Tensor:
+    """Target-side lengths in tokens, `</s>` counted: what the length predictor predicts."""
+    return torch.tensor([len(ids) for ids in tokenizer(text_target=list(sentences))["input_ids"]])
+
+
+def length_prediction(predicted: torch.Tensor, reference: torch.Tensor) -> dict:
+    """Predicted (or written) lengths against the references' token counts (with `</s>`): the share exactly right
+    and within 2 tokens, and how many distinct lengths are predicted. A predictor that has learned only the
+    corpus' most frequent lengths predicts one or two whatever the source."""
+    errors = (predicted - reference).abs().float()
+    return {
+        "exact": round(float((errors == 0).float().mean()), 4),
+        "within_2": round(float((errors <= 2).float().mean()), 4),
+        "distinct_lengths": int(predicted.unique().numel()),
+        "mean_predicted": round(float(predicted.float().mean()), 2),
+        "mean_reference": round(float(reference.float().mean()), 2),
+    }
 
 
 def _bucket_labels(buckets: Sequence[int]) -> list[str]:

@@ -35,7 +35,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 import glat_hf  # noqa: F401  (registers "glat" with the Auto classes)
 from glat_hf.data import DATA_DIR_VARIABLE, column, data_dir, load_multi30k, load_parallel_folder
 from glat_hf.glancing import select_glance_positions
-from glat_hf.metrics import corpus_bleu, repetition_ratio
+from glat_hf.metrics import corpus_bleu, length_prediction, repetition_ratio, token_lengths
 from glat_hf.modeling_glat import LENGTH_PRIOR_WEIGHT, GlatForConditionalGeneration
 from glat_hf.translation import resolve_device, translate
 
@@ -160,11 +160,6 @@ def merge_rows(path: Path, new_rows: list[dict]) -> list[dict]:
     return rows
 
 
-def token_lengths(tokenizer, sentences) -> torch.Tensor:
-    """Target-side lengths in tokens, `</s>` counted: what the length predictor predicts."""
-    return torch.tensor([len(ids) for ids in tokenizer(text_target=list(sentences))["input_ids"]])
-
-
 def read_translations(path: str, count: int) -> list[str]:
     """The lines of a translation file, one per test sentence."""
     try:
@@ -219,20 +214,6 @@ def glanced_accuracy(model, tokenizer, sources, references, batch_size: int, fra
             total += int(rest.sum())
     accuracy, with_glance = (round(float(value) / max(total, 1), 4) for value in right)
     return {"fraction": fraction, "accuracy": accuracy, "accuracy_glanced": with_glance}
-
-
-def length_prediction(predicted: torch.Tensor, reference: torch.Tensor) -> dict:
-    """Predicted (or written) lengths against the references' token counts (with `</s>`): the share exactly right
-    and within 2 tokens, and how many distinct lengths are predicted. A predictor that has learned only the
-    corpus' most frequent lengths predicts one or two whatever the source."""
-    errors = (predicted - reference).abs().float()
-    return {
-        "exact": round(float((errors == 0).float().mean()), 4),
-        "within_2": round(float((errors <= 2).float().mean()), 4),
-        "distinct_lengths": int(predicted.unique().numel()),
-        "mean_predicted": round(float(predicted.float().mean()), 2),
-        "mean_reference": round(float(reference.float().mean()), 2),
-    }
 
 
 def markdown_table(rows: list[dict]) -> str:

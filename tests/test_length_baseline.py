@@ -1,0 +1,35 @@
+"""training/length_baseline.py: the target length predicted from the source length alone."""
+
+import json
+import subprocess
+import sys
+
+from helpers import REPO, tokenizer_for
+
+WORDS = "a dog runs on the green grass near two small children".split()
+
+
+def write_split(folder, split, pairs):
+    for index, lang in enumerate(("en", "de")):
+        (folder / f"{split}.{lang}").write_text("".join(pair[index] + "\n" for pair in pairs), encoding="utf-8")
+
+
+def test_the_most_frequent_target_length_of_each_source_length(tmp_path):
+    # In training a source of n words has 2n target words twice as often as n + 1: the baseline must say 2n.
+    # test_b has a source length that training lacks (11 words): the baseline falls back to the source length.
+    train = [(" ".join(WORDS[:n]), " ".join(WORDS[:n] * 2)) for n in range(1, 8) for _ in range(2)]
+    train += [(" ".join(WORDS[:n]), " ".join(WORDS[: n + 1])) for n in range(1, 8)]
+    test_a = [(" ".join(WORDS[:n]), " ".join(WORDS[:n] * 2)) for n in (2, 5)] + [("a dog", "a dog runs")]
+    test_b = [(" ".join(WORDS), " ".join(WORDS))]
+    for split, pairs in (("train", train), ("test_a", test_a), ("test_b", test_b)):
+        write_split(tmp_path, split, pairs)
+    tokenizer_for(WORDS * 3, vocab_size=120).save_pretrained(tmp_path / "tokenizer")
+
+    command = [sys.executable, "training/length_baseline.py", "--train_folder", tmp_path, "--test_folder", tmp_path]
+    command += ["--tokenizer_name", tmp_path / "tokenizer", "--test_splits", "test_a", "test_b"]
+    result = subprocess.run(list(map(str, command)), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    reports = {row["test_set"]: row["length_prediction"] for row in map(json.loads, result.stdout.splitlines())}
+    assert reports["test_a"]["exact"] == round(2 / 3, 4) and reports["test_a"]["within_2"] == 1.0
+    assert reports["test_b"]["exact"] == 1.0  # source and reference have the same 11 words, </s> in both
