@@ -33,3 +33,13 @@ def test_the_most_frequent_target_length_of_each_source_length(tmp_path):
     reports = {row["test_set"]: row["length_prediction"] for row in map(json.loads, result.stdout.splitlines())}
     assert reports["test_a"]["exact"] == round(2 / 3, 4) and reports["test_a"]["within_2"] == 1.0
     assert reports["test_b"]["exact"] == 1.0  # source and reference have the same 11 words, </s> in both
+
+
+def test_a_missing_split_is_one_line_that_names_it(tmp_path):
+    write_split(tmp_path, "train", [("a dog", "a dog")])
+    tokenizer_for(WORDS * 3, vocab_size=120).save_pretrained(tmp_path / "tokenizer")
+    command = [sys.executable, "training/length_baseline.py", "--train_folder", tmp_path, "--test_folder", tmp_path]
+    command += ["--tokenizer_name", tmp_path / "tokenizer", "--test_splits", "test_2016_flickr"]
+    result = subprocess.run(list(map(str, command)), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "test_2016_flickr" in result.stderr

@@ -5,15 +5,16 @@
 
 For each source length (in tokens, as the model sees it) the baseline predicts the target length most frequent among
 the training pairs with that source length, and falls back to the source length itself where training has no such
-source. It prints the same report as `evaluate_model.py`'s `length_prediction` (exact, within 2 tokens) for each test
-set, against the references' lengths: a learned predictor (paper section 3.1's length prediction) that beats it has
-learned from the words, not just from how many there are.
+source. It prints the report of the result rows (`glat_hf.metrics.length_prediction`: exact, within 2 tokens) for each
+test set, against the references' lengths: a learned length predictor that beats it has learned from the words, not
+just from how many there are. A missing folder, split or file stops with one line that names it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import torch
 from transformers import AutoTokenizer
@@ -31,13 +32,17 @@ parser.add_argument("--target_lang", default="de")
 args = parser.parse_args()
 
 tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name)
+try:  # a missing folder, split or file: one line that names it, not a traceback
+    train = load_parallel_folder(args.train_folder, args.source_lang, args.target_lang, splits=["train"])["train"]
+    tests = load_parallel_folder(args.test_folder, args.source_lang, args.target_lang, splits=args.test_splits)
+except (FileNotFoundError, ValueError) as error:
+    sys.exit(f"error: {error}")
 
 
 def source_lengths(sentences) -> torch.Tensor:
     return torch.tensor([len(ids) for ids in tokenizer(list(sentences))["input_ids"]])
 
 
-train = load_parallel_folder(args.train_folder, args.source_lang, args.target_lang, splits=["train"])["train"]
 train_source = source_lengths(column(train, args.source_lang))
 train_target = token_lengths(tokenizer, column(train, args.target_lang))
 # counts[s, t]: training pairs with source length s and target length t; the baseline is each row's argmax
@@ -47,7 +52,6 @@ counts = torch.zeros(size, size, dtype=torch.long).index_put_(
 )
 most_frequent = torch.where(counts.sum(1) > 0, counts.argmax(1), torch.arange(size))
 
-tests = load_parallel_folder(args.test_folder, args.source_lang, args.target_lang, splits=args.test_splits)
 for split, pairs in tests.items():
     source = source_lengths(column(pairs, args.source_lang))
     predicted = torch.where(source < size, most_frequent[source.clamp(max=size - 1)], source)
