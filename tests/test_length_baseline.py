@@ -14,6 +14,14 @@ def write_split(folder, split, pairs):
         (folder / f"{split}.{lang}").write_text("".join(pair[index] + "\n" for pair in pairs), encoding="utf-8")
 
 
+def run_baseline(folder, *test_splits):
+    """length_baseline.py with `folder` as training and test folder and a tokenizer of WORDS."""
+    tokenizer_for(WORDS * 3, vocab_size=120).save_pretrained(folder / "tokenizer")
+    command = [sys.executable, "training/length_baseline.py", "--train_folder", folder, "--test_folder", folder]
+    command += ["--tokenizer_name", folder / "tokenizer", "--test_splits", *test_splits]
+    return subprocess.run(list(map(str, command)), cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
 def test_the_most_frequent_target_length_of_each_source_length(tmp_path):
     # In training a source of n words has 2n target words twice as often as n + 1: the baseline must say 2n.
     # test_b has a source length that training lacks (11 words): the baseline falls back to the source length.
@@ -23,11 +31,8 @@ def test_the_most_frequent_target_length_of_each_source_length(tmp_path):
     test_b = [(" ".join(WORDS), " ".join(WORDS))]
     for split, pairs in (("train", train), ("test_a", test_a), ("test_b", test_b)):
         write_split(tmp_path, split, pairs)
-    tokenizer_for(WORDS * 3, vocab_size=120).save_pretrained(tmp_path / "tokenizer")
 
-    command = [sys.executable, "training/length_baseline.py", "--train_folder", tmp_path, "--test_folder", tmp_path]
-    command += ["--tokenizer_name", tmp_path / "tokenizer", "--test_splits", "test_a", "test_b"]
-    result = subprocess.run(list(map(str, command)), cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = run_baseline(tmp_path, "test_a", "test_b")
     assert result.returncode == 0, result.stderr[-3000:]
 
     reports = {row["test_set"]: row["length_prediction"] for row in map(json.loads, result.stdout.splitlines())}
@@ -37,9 +42,6 @@ def test_the_most_frequent_target_length_of_each_source_length(tmp_path):
 
 def test_a_missing_split_is_one_line_that_names_it(tmp_path):
     write_split(tmp_path, "train", [("a dog", "a dog")])
-    tokenizer_for(WORDS * 3, vocab_size=120).save_pretrained(tmp_path / "tokenizer")
-    command = [sys.executable, "training/length_baseline.py", "--train_folder", tmp_path, "--test_folder", tmp_path]
-    command += ["--tokenizer_name", tmp_path / "tokenizer", "--test_splits", "test_2016_flickr"]
-    result = subprocess.run(list(map(str, command)), cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = run_baseline(tmp_path, "test_2016_flickr")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "test_2016_flickr" in result.stderr
