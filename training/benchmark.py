@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     timing.add_argument("--batch_size", type=int, default=64, help="Batch size of the throughput measurement.")
     timing.add_argument("--repeats", type=int, default=3, help="Timed passes per system (quick 1).")
     timing.add_argument("--warmup", type=int, default=2, help="Warm-up sentences at batch size 1 (quick 1).")
-    timing.add_argument("--turn_sentences", type=int, default=10, help="Sentences a system decodes in one turn.")
+    timing.add_argument("--turn_sentences", type=int, default=50, help="Sentences a system decodes in one turn.")
     timing.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice).")
     timing.add_argument("--engine_threads", help='Each engine at its best, e.g. "ctranslate2=1,onnxruntime=2".')
     timing.add_argument("--int8", action="store_true", help="CPU: add an int8 variant (dynamic quantisation).")
@@ -360,8 +360,9 @@ def benchmark_decoding(args, all_runs, tokenizer, sources, references, single, b
             rows[key] = dict(base, **sizes, output_tokens=output_tokens, **scores)
 
     # Timed: the systems take turns every --turn_sentences sentences (at least one batch): the slow spells of a
-    # shared machine, which last seconds, fall on every system alike, and each system decodes a few sentences back
-    # to back, as a deployed one does, instead of starting every sentence with another's weights in the caches.
+    # shared machine, which last seconds, fall on every system alike, and each system decodes a run of sentences
+    # back to back, as a deployed one does. A switch of engines costs the next sentences a few ms (README, "How
+    # the benchmark works"): short turns add that to every system, which a system of 1 ms a sentence feels most.
     for run in all_runs:
         timed_pass(run.decode, warm, device)
     times = {key: [] for key in rows}
