@@ -359,10 +359,9 @@ def benchmark_decoding(args, all_runs, tokenizer, sources, references, single, b
             key = (run.engine, run.variant, run.system, sizes["batch_size"])
             rows[key] = dict(base, **sizes, output_tokens=output_tokens, **scores)
 
-    # Timed: the systems take turns every --turn_sentences sentences (at least one batch): the slow spells of a
-    # shared machine, which last seconds, fall on every system alike, and each system decodes a run of sentences
-    # back to back, as a deployed one does. A switch of engines costs the next sentences a few ms (README, "How
-    # the benchmark works"): short turns add that to every system, which a system of 1 ms a sentence feels most.
+    # Timed: the systems take turns every --turn_sentences sentences (at least one batch): a shared machine's slow
+    # spells, which last seconds, fall on all alike, and each decodes a run of sentences back to back, as a deployed
+    # one does: every switch of engines costs the next sentences a few ms (README, "How the benchmark works").
     for run in all_runs:
         timed_pass(run.decode, warm, device)
     times = {key: [] for key in rows}
