@@ -45,3 +45,12 @@ def test_a_missing_split_is_one_line_that_names_it(tmp_path):
     result = run_baseline(tmp_path, "test_2016_flickr")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "test_2016_flickr" in result.stderr
+
+
+def test_a_missing_tokenizer_is_one_line_that_names_it(tmp_path):
+    missing = tmp_path / "no_tokenizer"
+    command = [sys.executable, "training/length_baseline.py", "--train_folder", tmp_path, "--test_folder", tmp_path]
+    command += ["--tokenizer_name", missing]
+    result = subprocess.run(list(map(str, command)), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: --tokenizer_name {missing}")

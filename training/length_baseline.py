@@ -7,7 +7,7 @@ For each source length (in tokens, as the model sees it) the baseline predicts t
 the training pairs with that source length, and falls back to the source length itself where training has no such
 source. It prints the report of the result rows (`glat_hf.metrics.length_prediction`: exact, within 2 tokens) for each
 test set, against the references' lengths: a learned length predictor that beats it has learned from the words, not
-just from how many there are. A missing folder, split or file stops with one line that names it.
+just from how many there are. A missing folder, split, file or tokenizer stops with one line that names it.
 """
 
 from __future__ import annotations
@@ -31,11 +31,14 @@ parser.add_argument("--source_lang", default="en")
 parser.add_argument("--target_lang", default="de")
 args = parser.parse_args()
 
-tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name)
-try:  # a missing folder, split or file: one line that names it, not a traceback
+try:  # a missing tokenizer, folder, split or file: one line that names it, not a traceback
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name)
+except (OSError, ValueError) as error:
+    sys.exit(f"error: --tokenizer_name {args.tokenizer_name}: {error}")
+try:
     train = load_parallel_folder(args.train_folder, args.source_lang, args.target_lang, splits=["train"])["train"]
     tests = load_parallel_folder(args.test_folder, args.source_lang, args.target_lang, splits=args.test_splits)
-except (FileNotFoundError, ValueError) as error:
+except (OSError, ValueError) as error:
     sys.exit(f"error: {error}")
 
 
