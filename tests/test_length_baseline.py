@@ -14,11 +14,13 @@ def write_split(folder, split, pairs):
         (folder / f"{split}.{lang}").write_text("".join(pair[index] + "\n" for pair in pairs), encoding="utf-8")
 
 
-def run_baseline(folder, *test_splits):
-    """length_baseline.py with `folder` as training and test folder and a tokenizer of WORDS."""
-    tokenizer_for(WORDS * 3, vocab_size=120).save_pretrained(folder / "tokenizer")
+def run_baseline(folder, *test_splits, tokenizer=None):
+    """length_baseline.py with `folder` as training and test folder and `tokenizer` (default: one of WORDS)."""
+    if tokenizer is None:
+        tokenizer = folder / "tokenizer"
+        tokenizer_for(WORDS * 3, vocab_size=120).save_pretrained(tokenizer)
     command = [sys.executable, "training/length_baseline.py", "--train_folder", folder, "--test_folder", folder]
-    command += ["--tokenizer_name", folder / "tokenizer", "--test_splits", *test_splits]
+    command += ["--tokenizer_name", tokenizer] + (["--test_splits", *test_splits] if test_splits else [])
     return subprocess.run(list(map(str, command)), cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
@@ -49,8 +51,6 @@ def test_a_missing_split_is_one_line_that_names_it(tmp_path):
 
 def test_a_missing_tokenizer_is_one_line_that_names_it(tmp_path):
     missing = tmp_path / "no_tokenizer"
-    command = [sys.executable, "training/length_baseline.py", "--train_folder", tmp_path, "--test_folder", tmp_path]
-    command += ["--tokenizer_name", missing]
-    result = subprocess.run(list(map(str, command)), cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = run_baseline(tmp_path, tokenizer=missing)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: --tokenizer_name {missing}")
