@@ -37,7 +37,11 @@ def test_the_most_frequent_target_length_of_each_source_length(tmp_path):
     result = run_baseline(tmp_path, "test_a", "test_b")
     assert result.returncode == 0, result.stderr[-3000:]
 
-    reports = {row["test_set"]: row["length_prediction"] for row in map(json.loads, result.stdout.splitlines())}
+    first, *rows = map(json.loads, result.stdout.splitlines())
+    # 21 pairs, each word one token, </s> counted: sources 3 x (28 + 7) / 21 = 5 tokens, targets
+    # (2 x (2 x 28 + 7) + (28 + 14)) / 21 = 8
+    assert first["train_pairs"] == 21 and first["mean_source_tokens"] == 5.0 and first["mean_target_tokens"] == 8.0
+    reports = {row["test_set"]: row["length_prediction"] for row in rows}
     assert reports["test_a"]["exact"] == round(2 / 3, 4) and reports["test_a"]["within_2"] == 1.0
     assert reports["test_b"]["exact"] == 1.0  # source and reference have the same 11 words, </s> in both
 

@@ -5,7 +5,8 @@
 
 For each source length (in tokens, as the model sees it) the baseline predicts the target length most frequent among
 the training pairs with that source length, and falls back to the source length itself where training has no such
-source. It prints the report of the result rows (`glat_hf.metrics.length_prediction`: exact, within 2 tokens) for each
+source. It prints the training pairs' mean source and target lengths (how many target tokens a batch of pairs
+holds), then the report of the result rows (`glat_hf.metrics.length_prediction`: exact, within 2 tokens) for each
 test set, against the references' lengths: a learned length predictor that beats it has learned from the words, not
 just from how many there are. A missing folder, split, file or tokenizer stops with one line that names it.
 """
@@ -54,6 +55,9 @@ counts = torch.zeros(size, size, dtype=torch.long).index_put_(
     (train_source, train_target), torch.ones_like(train_source), accumulate=True
 )
 most_frequent = torch.where(counts.sum(1) > 0, counts.argmax(1), torch.arange(size))
+mean_lengths = {"mean_source_tokens": round(float(train_source.float().mean()), 2)}
+mean_lengths["mean_target_tokens"] = round(float(train_target.float().mean()), 2)
+print(json.dumps({"train_folder": args.train_folder, "train_pairs": len(train_source), **mean_lengths}))
 
 for split, pairs in tests.items():
     source = source_lengths(column(pairs, args.source_lang))
