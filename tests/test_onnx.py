@@ -4,6 +4,7 @@ The models are small but trained (on 100 real Multi30k pairs), so their argmax i
 rounding differences between the two engines could flip.
 """
 
+import copy
 import shutil
 import sys
 
@@ -439,3 +440,28 @@ def test_profile_script_shares_the_first_pass_time_among_its_operators(glat, mul
     shutil.copy(glat[2] / "config.json", tmp_path / "config.json")
     with pytest.raises(SystemExit, match="model.onnx not found"):
         script.main([str(tmp_path), "--data_folder", str(multi30k_dir)])
+
+
+def test_profile_script_counts_the_multiply_adds_that_torch_counts(glat, data, multi30k_dir, capsys):
+    """The multiply-adds of the matrix products, counted from the profiled shapes, equal torch's FLOP counter / 2
+    over the eager PyTorch model's `generate` of the same sentence (the fp32 graph decodes PyTorch's lengths), for
+    one pass and NPD; the int8 graph runs the same products; --reference_gemm gives this CPU's int8 GEMM rate."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    script = load_script("training/profile_onnx.py")
+    model, _, folder = glat
+    eager = copy.deepcopy(model)
+    eager.config._attn_implementation = "eager"  # attention as matmuls, which the counter counts (SDPA it skips)
+    sentence = read_pairs(multi30k_dir, "test_2016_flickr", count=1)[0]
+    common = [str(folder), "--data_folder", str(multi30k_dir), "--sentences", "1", "--repeats", "1"]
+    counted = {}
+    for m in (1, 3):
+        with FlopCounterMode(display=False) as counter:
+            eager.generate(**_tokenize(data[1], sentence), length_beam_size=m)
+        fp32 = script.main(common + ["--length_beam_size", str(m)])
+        int8 = script.main(common + ["--length_beam_size", str(m), "--int8", "--reference_gemm"])
+        assert fp32["multiply_adds"] == int8["multiply_adds"] == counter.get_total_flops() / 2
+        assert fp32["gmac_per_s"] > 0 and int8["reference_gmac_per_s"] > 0
+        counted[m] = fp32["multiply_adds"]
+    assert counted[3] > counted[1]  # NPD decodes three candidates
+    assert "GMAC/s" in capsys.readouterr().out
