@@ -91,8 +91,13 @@ def reference_gemm_rate(threads: int, size: int = 1024, repeats: int = 7) -> flo
     )
     with tempfile.TemporaryDirectory() as folder:
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), f"{folder}/fp32.onnx")
-        logging.getLogger().setLevel(logging.ERROR)  # quantize_dynamic's advice to pre-process, not needed here
-        quantize_dynamic(f"{folder}/fp32.onnx", f"{folder}/int8.onnx", weight_type=QuantType.QInt8)
+        root = logging.getLogger()  # quantize_dynamic advises pre-processing there: not needed for one MatMul
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            quantize_dynamic(f"{folder}/fp32.onnx", f"{folder}/int8.onnx", weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         session = onnxruntime.InferenceSession(f"{folder}/int8.onnx", options, providers=["CPUExecutionProvider"])
