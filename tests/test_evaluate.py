@@ -67,6 +67,13 @@ def test_rows_carry_bleu_of_the_written_translations_and_the_length_predictor_re
     output = [len(ids) for ids in tokenizer(text_target=lines)["input_ids"]]
     assert row["output_lengths"]["exact"] == pytest.approx(sum(o == r for o, r in zip(output, reference)) / COUNT)
     assert row["output_lengths"]["mean_predicted"] == pytest.approx(sum(output) / COUNT, abs=0.01)
+    # BLEU by source length (paper Figure 4): every sentence in one bucket, each bucket's BLEU its sentences'
+    by_length = row["bleu_by_length"]
+    assert [bucket["bucket"] for bucket in by_length] == ["1-10", "11-15", "16-20", ">20"]
+    assert sum(bucket["count"] for bucket in by_length) == COUNT
+    short = [index for index, source in enumerate(sources) if len(source.split()) <= 10]
+    expected = corpus_bleu([lines[index] for index in short], [targets[index] for index in short])["score"]
+    assert by_length[0]["count"] == len(short) and by_length[0]["bleu"] == round(expected, 2)
 
     # Oracle length: the same model decoding at the reference lengths, through generate's target_lengths.
     batch = tokenizer(sources, return_tensors="pt", padding=True)
@@ -220,3 +227,11 @@ def test_the_table_prints_only_the_systems_asked_for(tmp_path, capsys):
     with pytest.raises(SystemExit):
         evaluate_model.main(["--table", str(path), "--systems", "(GLAT"])
     assert "--systems '(GLAT' is not a regular expression" in capsys.readouterr().err
+
+
+def test_length_buckets_must_increase(capsys):
+    with pytest.raises(SystemExit):
+        evaluate_model.main(
+            ["model", "--system", "S", "--data", "raw", "--results", "r.json", "--length_buckets", "15", "10"]
+        )
+    assert "--length_buckets must be positive and increasing, got 15 10" in capsys.readouterr().err

@@ -12,8 +12,9 @@ FILE` gives the lengths of other translations instead, such as the teacher's, an
 them, `oracle_length_prediction`) and how often the predicted length is the reference's (`length_prediction`;
 `output_lengths`, in every row, is the same report for the written translations), and whether the decoder uses
 glanced words (`glanced_accuracy`: its token accuracy on the other positions, with reference words glanced at
-random positions and without; the two passes of glancing training). A row with the same system, data and test set is
-replaced in place, so rerunning a command updates its rows. `--table FILE` prints a results file as Markdown
+random positions and without; the two passes of glancing training). Every row has BLEU by source length
+(`bleu_by_length`, buckets of `--length_buckets` words; paper Figure 4). A row with the same system, data and test
+set is replaced in place, so rerunning a command updates its rows. `--table FILE` prints a results file as Markdown
 (`--systems REGEX`: only the rows whose system matches).
 """
 
@@ -35,7 +36,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 import glat_hf  # noqa: F401  (registers "glat" with the Auto classes)
 from glat_hf.data import DATA_DIR_VARIABLE, column, data_dir, load_multi30k, load_parallel_folder
 from glat_hf.glancing import select_glance_positions
-from glat_hf.metrics import corpus_bleu, length_prediction, repetition_ratio, token_lengths
+from glat_hf.metrics import bleu_by_length, corpus_bleu, length_prediction, repetition_ratio, token_lengths
 from glat_hf.modeling_glat import LENGTH_PRIOR_WEIGHT, GlatForConditionalGeneration
 from glat_hf.translation import resolve_device, translate
 
@@ -76,6 +77,13 @@ def parse_arguments(argv):
         help="GLAT: the oracle lengths are those of this file's lines ({split} in the name stands for the test set), "
         "e.g. the AR teacher's translations, instead of the references'.",
     )
+    parser.add_argument(
+        "--length_buckets",
+        type=int,
+        nargs="+",
+        default=[10, 15, 20],
+        help="Upper bounds of the source-length buckets (words) of the rows' bleu_by_length.",
+    )
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--max_source_length", type=int, default=128)
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto.")
@@ -92,6 +100,9 @@ def parse_arguments(argv):
             re.compile(args.systems)
         except re.error as error:
             parser.error(f"--systems {args.systems!r} is not a regular expression: {error}")
+    buckets = args.length_buckets
+    if buckets[0] < 1 or any(upper <= lower for lower, upper in zip(buckets, buckets[1:])):
+        parser.error(f"--length_buckets must be positive and increasing, got {' '.join(map(str, buckets))}")
     return args
 
 
@@ -342,6 +353,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "bleu": round(bleu["score"], 2),
             "signature": bleu["signature"],
             "repetition_ratio": round(repetition_ratio(hypotheses), 4),
+            "bleu_by_length": [
+                {**bucket, "bleu": None if bucket["bleu"] is None else round(bucket["bleu"], 2)}
+                for bucket in bleu_by_length(sources, hypotheses, references, args.length_buckets)
+            ],
             "decode_seconds": round(seconds, 1),
             "sentences": len(sources),
             "generation": {key: (args.reranker if key == "reranker" else value) for key, value in settings.items()},
