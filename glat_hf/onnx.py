@@ -282,18 +282,24 @@ def export_onnx(model_dir_or_model, output_dir=None, int8: bool = False, tokeniz
         for stale in graph_files(True):
             (output_dir / stale).unlink(missing_ok=True)
     else:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        root = logging.getLogger()  # quantize_dynamic warns there of every tensor it leaves in float
-        level = root.level
-        root.setLevel(logging.ERROR)
-        try:
-            for source, target in zip(graph_files(False), graph_files(True)):
-                quantize_dynamic(output_dir / source, output_dir / target, weight_type=QuantType.QInt8)
-                written.append(output_dir / target)
-        finally:
-            root.setLevel(level)
+        for source, target in zip(graph_files(False), graph_files(True)):
+            quantize_int8(output_dir / source, output_dir / target)
+            written.append(output_dir / target)
     return written
+
+
+def quantize_int8(source: Path | str, target: Path | str) -> None:
+    """onnxruntime's dynamic quantisation of `source`'s MatMul weights to int8 (`quantize_dynamic(...,
+    weight_type=QInt8)`), written to `target`, without its warnings on the root logger."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()  # quantize_dynamic warns there of every tensor it leaves in float
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
 
 
 def _export_graphs(model: GlatForConditionalGeneration, output_dir: Path) -> list[Path]:

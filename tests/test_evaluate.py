@@ -235,3 +235,16 @@ def test_length_buckets_must_increase(capsys):
             ["model", "--system", "S", "--data", "raw", "--results", "r.json", "--length_buckets", "15", "10"]
         )
     assert "--length_buckets must be positive and increasing, got 15 10" in capsys.readouterr().err
+
+
+def test_the_table_by_length_prints_each_bucket_of_the_rows_that_have_them(tmp_path, capsys):
+    path = tmp_path / "results.json"
+    by_length = [{"bucket": "1-10", "count": 3, "bleu": 30.0}, {"bucket": ">10", "count": 0, "bleu": None}]
+    rows = [{"system": "GLAT", "data": "raw", "test_set": "t", "bleu": 29.0, "bleu_by_length": by_length}]
+    path.write_text(json.dumps(rows + [{"system": "NAT-base", "data": "raw", "test_set": "t", "bleu": 26.0}]))
+    evaluate_model.main(["--table", str(path), "--by_length"])
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == "| system | data | test set | 1-10 words | >10 words |"
+    assert table[2:] == ["| GLAT | raw | t | 30.00 (3) |  |"]  # NAT-base has no buckets; an empty one no BLEU
+    with pytest.raises(SystemExit, match="no row of .* has bleu_by_length"):
+        evaluate_model.main(["--table", str(path), "--systems", "NAT", "--by_length"])

@@ -15,7 +15,7 @@ glanced words (`glanced_accuracy`: its token accuracy on the other positions, wi
 random positions and without; the two passes of glancing training). Every row has BLEU by source length
 (`bleu_by_length`, buckets of `--length_buckets` words; paper Figure 4). A row with the same system, data and test
 set is replaced in place, so rerunning a command updates its rows. `--table FILE` prints a results file as Markdown
-(`--systems REGEX`: only the rows whose system matches).
+(`--systems REGEX`: only the rows whose system matches; `--by_length`: their BLEU by source length).
 """
 
 from __future__ import annotations
@@ -90,9 +90,12 @@ def parse_arguments(argv):
     parser.add_argument("--skip_existing", action="store_true", help="Only the test sets --results has no row of.")
     parser.add_argument("--table", type=Path, help="Print this results file as a Markdown table and exit.")
     parser.add_argument("--systems", help="With --table: only the rows whose system matches this regex.")
+    parser.add_argument("--by_length", action="store_true", help="With --table: the rows' BLEU by source length.")
     args = parser.parse_args(argv)
     if args.table is None and not (args.model and args.system and args.data and args.results):
         parser.error("MODEL, --system, --data and --results are required (or --table FILE).")
+    if args.by_length and args.table is None:
+        parser.error("--by_length prints --table FILE by source length; give --table too.")
     if args.systems is not None:
         if args.table is None:
             parser.error("--systems filters --table FILE; give --table too.")
@@ -277,6 +280,23 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines + [""] + notes)
 
 
+def by_length_table(rows: list[dict]) -> str:
+    """One line per row: the BLEU of each source-length bucket, with its sentences in parentheses."""
+    buckets = list(dict.fromkeys(bucket["bucket"] for row in rows for bucket in row["bleu_by_length"]))
+    lines = ["| system | data | test set | " + " | ".join(f"{name} words" for name in buckets) + " |"]
+    lines.append("|" + "---|" * (3 + len(buckets)))
+    for row in rows:
+        cells = {bucket["bucket"]: bucket for bucket in row["bleu_by_length"]}
+        scores = [
+            f"{cells[name]['bleu']:.2f} ({cells[name]['count']})"
+            if cells.get(name, {}).get("bleu") is not None
+            else ""
+            for name in buckets
+        ]
+        lines.append("| " + " | ".join([row["system"], row["data"], row["test_set"], *scores]) + " |")
+    return "\n".join(lines)
+
+
 def portable(command: str) -> str:
     """The command with the data folder written as $GLAT_DATA_DIR, so that a row reads the same on every machine."""
     folder = data_dir()
@@ -292,7 +312,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
             rows = [row for row in rows if re.search(args.systems, row["system"])]
             if not rows:
                 sys.exit(f"--systems {args.systems!r} matches no row of {args.table}")
-        print(markdown_table(rows))
+        if args.by_length:
+            rows = [row for row in rows if row.get("bleu_by_length")]
+            if not rows:
+                sys.exit(f"no row of {args.table} has bleu_by_length (rows evaluated since 2026-12-07 have it)")
+        print(by_length_table(rows) if args.by_length else markdown_table(rows))
         return rows
     if args.skip_existing and args.results.is_file():
         rows = [

@@ -18,7 +18,6 @@ how far a faster graph could go.
 
 import argparse
 import json
-import logging
 import statistics
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import numpy as np
 from transformers import AutoTokenizer
 
 from glat_hf.data import column, load_multi30k
-from glat_hf.onnx import GlatOnnxModel
+from glat_hf.onnx import GlatOnnxModel, quantize_int8
 from glat_hf.translation import max_source_tokens
 
 
@@ -79,7 +78,6 @@ def reference_gemm_rate(threads: int, size: int = 1024, repeats: int = 7) -> flo
     import onnx
     import onnxruntime
     from onnx import TensorProto, helper, numpy_helper
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     weight = numpy_helper.from_array(np.random.default_rng(0).normal(0, 0.05, (size, size)).astype(np.float32), "w")
     graph = helper.make_graph(
@@ -91,13 +89,7 @@ def reference_gemm_rate(threads: int, size: int = 1024, repeats: int = 7) -> flo
     )
     with tempfile.TemporaryDirectory() as folder:
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), f"{folder}/fp32.onnx")
-        root = logging.getLogger()  # quantize_dynamic advises pre-processing there: not needed for one MatMul
-        level = root.level
-        root.setLevel(logging.ERROR)
-        try:
-            quantize_dynamic(f"{folder}/fp32.onnx", f"{folder}/int8.onnx", weight_type=QuantType.QInt8)
-        finally:
-            root.setLevel(level)
+        quantize_int8(f"{folder}/fp32.onnx", f"{folder}/int8.onnx")
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         session = onnxruntime.InferenceSession(f"{folder}/int8.onnx", options, providers=["CPUExecutionProvider"])
