@@ -31,7 +31,7 @@ def _check_languages(source_lang: str, target_lang: str) -> None:
         )
 
 
-def _read_lines(path: str | os.PathLike) -> list[str]:
+def read_text_lines(path: str | os.PathLike) -> list[str]:
     """The lines of a UTF-8 text file (plain, or gzip when named *.gz), without their newline.
 
     Only the line ending ("\\n", or "\\r\\n") is removed; spaces and other characters stay.
@@ -64,8 +64,8 @@ def read_parallel_text(
 ) -> Dataset:
     """Pair two line-aligned files (line i of one translates line i of the other) into a Dataset."""
     _check_languages(source_lang, target_lang)
-    sources = _read_lines(source_file)
-    targets = _read_lines(target_file)
+    sources = read_text_lines(source_file)
+    targets = read_text_lines(target_file)
     if len(sources) != len(targets):
         raise ValueError(
             f"parallel files differ in length: {source_file} has {len(sources)} lines, "
@@ -82,7 +82,7 @@ def read_translation_jsonl(path: str | os.PathLike, source_lang: str, target_lan
     """
     _check_languages(source_lang, target_lang)
     pairs = []
-    for line_number, line in enumerate(_read_lines(path), start=1):
+    for line_number, line in enumerate(read_text_lines(path), start=1):
         if not line.strip():
             continue
         where = f"{path}, line {line_number}"

@@ -115,6 +115,63 @@ def bleu_by_length(
     return rows
 
 
+def paired_bootstrap(
+    systems: Sequence[Sequence[str]],
+    baselines: Sequence[Sequence[str]],
+    references: Sequence[str],
+    samples: int = 1000,
+    seed: int = 12345,
+    target: float | None = None,
+) -> dict:
+    """How much of a BLEU lead is the test set's luck: paired bootstrap resampling (Koehn 2004) of the mean
+    corpus-BLEU difference systems[i] - baselines[i] (one pair per seed, as issue 12 averages two).
+
+    Every resample draws the same sentences, with replacement, for all the systems (paired), so what varies is
+    only which sentences the test set holds; the differences between seeds are in the pairs themselves.
+    Sentence statistics and BLEU come from sacrebleu's BLEU (13a, exp smoothing, as `corpus_bleu`), through the
+    two methods its own paired test uses. Returns the pairs' BLEU and difference, the mean difference, its 2.5th
+    and 97.5th percentiles over the resamples, the share of resamples with a mean difference <= 0 (a one-sided
+    p-value for "no lead") and, with `target`, the share >= target.
+    """
+    if len(systems) != len(baselines) or not systems:
+        raise ValueError(f"paired_bootstrap: {len(systems)} systems but {len(baselines)} baselines (one each)")
+    if samples < 1:
+        raise ValueError(f"paired_bootstrap: samples must be >= 1, got {samples}")
+    bleu = BLEU()
+
+    def sentence_statistics(hypotheses):
+        if len(hypotheses) != len(references) or not references:
+            raise ValueError(f"paired_bootstrap: {len(hypotheses)} hypotheses but {len(references)} references")
+        return np.asarray(bleu._extract_corpus_statistics(list(hypotheses), [list(references)]), dtype=np.float64)
+
+    def scores(statistics):  # (k, n) summed sentence statistics -> (k,) BLEU
+        return np.array([bleu._compute_score_from_stats(row).score for row in statistics])
+
+    n = len(references)
+    # how often each sentence is drawn in each resample: (samples, n) counts that sum to n
+    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=samples)
+    pairs, resampled = [], np.zeros(samples)
+    for system, baseline in zip(systems, baselines):
+        system_statistics, baseline_statistics = sentence_statistics(system), sentence_statistics(baseline)
+        system_bleu = scores(system_statistics.sum(0, keepdims=True))[0]
+        baseline_bleu = scores(baseline_statistics.sum(0, keepdims=True))[0]
+        pairs.append({"system": system_bleu, "baseline": baseline_bleu, "difference": system_bleu - baseline_bleu})
+        pairs[-1] = {key: float(value) for key, value in pairs[-1].items()}
+        resampled += scores(counts @ system_statistics) - scores(counts @ baseline_statistics)
+    resampled /= len(pairs)
+    low, high = np.percentile(resampled, [2.5, 97.5])
+    result = {
+        "pairs": pairs,
+        "difference": float(np.mean([pair["difference"] for pair in pairs])),
+        "interval_95": (float(low), float(high)),
+        "share_no_lead": float(np.mean(resampled <= 0)),
+        "samples": samples,
+    }
+    if target is not None:
+        result["share_at_target"] = float(np.mean(resampled >= target))
+    return result
+
+
 def decode_ids(tokenizer, ids) -> list[str]:
     """Detokenized text of generated or label ids; Trainer's -100 padding counts as pad."""
     ids = np.asarray(ids)

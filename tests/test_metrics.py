@@ -6,7 +6,13 @@ import sacrebleu
 from helpers import read_pairs
 from transformers import EvalPrediction
 
-from glat_hf.metrics import bleu_by_length, compute_translation_metrics, corpus_bleu, repetition_ratio
+from glat_hf.metrics import (
+    bleu_by_length,
+    compute_translation_metrics,
+    corpus_bleu,
+    paired_bootstrap,
+    repetition_ratio,
+)
 from glat_hf.tokenization import train_tokenizer
 
 HYPOTHESES = ["the cat sat on the mat .", "a dog runs in the park", "two men are playing soccer outside"]
@@ -51,6 +57,46 @@ def test_bleu_by_length_buckets():
     assert rows[2]["bleu"] is None
     with pytest.raises(ValueError, match="equally many"):
         bleu_by_length(sources[:2], hypotheses, references)
+
+
+def _damaged(sentences, every):
+    """Every `every`-th sentence with its words reversed: a worse system, sentence by sentence."""
+    return [" ".join(reversed(s.split())) if i % every == 0 else s for i, s in enumerate(sentences)]
+
+
+def test_paired_bootstrap_of_a_clear_lead_and_of_no_lead(multi30k_dir):
+    _, references = read_pairs(multi30k_dir, split="val", count=300)
+    good, bad, worse = _damaged(references, 4), _damaged(references, 2), _damaged(references, 1)
+    result = paired_bootstrap([good, bad], [bad, worse], references, samples=300, target=100.0)
+    # the point estimates are corpus BLEU, and their mean
+    differences = [
+        corpus_bleu(s, references)["score"] - corpus_bleu(b, references)["score"]
+        for s, b in ((good, bad), (bad, worse))
+    ]
+    assert [pair["difference"] for pair in result["pairs"]] == pytest.approx(differences)
+    assert result["pairs"][0]["system"] == pytest.approx(corpus_bleu(good, references)["score"])
+    assert result["difference"] == pytest.approx(np.mean(differences))
+    low, high = result["interval_95"]
+    assert 0 < low < result["difference"] < high  # a lead of ~20 BLEU is not the test set's luck
+    assert result["share_no_lead"] == 0.0 and result["share_at_target"] == 0.0
+
+    same = paired_bootstrap([good], [good], references, samples=50, target=0.0)
+    assert same["interval_95"] == (0.0, 0.0) and same["share_no_lead"] == 1.0 and same["share_at_target"] == 1.0
+
+
+def test_paired_bootstrap_resamples_the_same_sentences_for_both_systems(multi30k_dir):
+    # One damaged sentence in 300: paired, every resample differs by that sentence at most, so the interval is
+    # narrow; the seed fixes the resamples.
+    _, references = read_pairs(multi30k_dir, split="val", count=300)
+    one_worse = [" ".join(reversed(references[0].split()))] + references[1:]
+    result = paired_bootstrap([references], [one_worse], references, samples=200, seed=1)
+    low, high = result["interval_95"]
+    assert 0 <= low <= result["difference"] <= high < 2 * result["difference"] + 0.5
+    assert paired_bootstrap([references], [one_worse], references, samples=200, seed=1) == result
+    with pytest.raises(ValueError, match="1 systems but 2 baselines"):
+        paired_bootstrap([references], [one_worse, one_worse], references)
+    with pytest.raises(ValueError, match="299 hypotheses but 300 references"):
+        paired_bootstrap([references[1:]], [one_worse], references)
 
 
 @pytest.fixture(scope="module")
