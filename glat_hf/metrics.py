@@ -124,7 +124,7 @@ def paired_bootstrap(
     target: float | None = None,
 ) -> dict:
     """How much of a BLEU lead is the test set's luck: paired bootstrap resampling (Koehn 2004) of the mean
-    corpus-BLEU difference systems[i] - baselines[i] (one pair per seed, as issue 12 averages two).
+    corpus-BLEU difference systems[i] - baselines[i] (one pair per seed: a recipe's lead is its mean over seeds).
 
     Every resample draws the same sentences, with replacement, for all the systems (paired), so what varies is
     only which sentences the test set holds; the differences between seeds are in the pairs themselves.
@@ -152,12 +152,10 @@ def paired_bootstrap(
     counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=samples)
     pairs, resampled = [], np.zeros(samples)
     for system, baseline in zip(systems, baselines):
-        system_statistics, baseline_statistics = sentence_statistics(system), sentence_statistics(baseline)
-        system_bleu = scores(system_statistics.sum(0, keepdims=True))[0]
-        baseline_bleu = scores(baseline_statistics.sum(0, keepdims=True))[0]
+        statistics = [sentence_statistics(system), sentence_statistics(baseline)]
+        system_bleu, baseline_bleu = (float(scores(stats.sum(0, keepdims=True))[0]) for stats in statistics)
         pairs.append({"system": system_bleu, "baseline": baseline_bleu, "difference": system_bleu - baseline_bleu})
-        pairs[-1] = {key: float(value) for key, value in pairs[-1].items()}
-        resampled += scores(counts @ system_statistics) - scores(counts @ baseline_statistics)
+        resampled += scores(counts @ statistics[0]) - scores(counts @ statistics[1])
     resampled /= len(pairs)
     low, high = np.percentile(resampled, [2.5, 97.5])
     result = {

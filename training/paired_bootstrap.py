@@ -1,5 +1,5 @@
 """Is GLAT's lead over NAT-base more than the luck of the test set? The paired bootstrap (Koehn 2004) of the mean
-BLEU difference between systems and their baselines, one pair per seed (issue 12's measure averages two).
+BLEU difference between systems and their baselines, one pair per seed (a recipe's lead is its mean over seeds).
 
     python training/paired_bootstrap.py --references $GLAT_DATA_DIR/multi30k/test_2016_flickr.de.gz \\
         --systems GLAT_s42.txt GLAT_s43.txt --baselines NAT_s42.txt NAT_s43.txt --target 3
@@ -26,7 +26,7 @@ parser.add_argument("--systems", nargs="+", required=True, help="the systems' tr
 parser.add_argument("--baselines", nargs="+", required=True, help="the baselines' translations, in the same order")
 parser.add_argument("--samples", type=int, default=1000, help="bootstrap resamples of the test sentences")
 parser.add_argument("--seed", type=int, default=12345, help="the resamples' random seed (sacreBLEU's default)")
-parser.add_argument("--target", type=float, help="a difference to test against, e.g. issue 12's +3 BLEU")
+parser.add_argument("--target", type=float, help="a difference to test against, e.g. 3 (BLEU)")
 args = parser.parse_args()
 if len(args.systems) != len(args.baselines):
     parser.error(f"{len(args.systems)} --systems but {len(args.baselines)} --baselines: give one baseline a system")
