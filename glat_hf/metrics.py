@@ -137,10 +137,12 @@ def paired_bootstrap(
         raise ValueError(f"paired_bootstrap: {len(systems)} systems but {len(baselines)} baselines (one each)")
     if samples < 1:
         raise ValueError(f"paired_bootstrap: samples must be >= 1, got {samples}")
+    if not references:
+        raise ValueError("paired_bootstrap: no references, an empty test set")
     bleu = BLEU()
 
     def sentence_statistics(hypotheses):
-        if len(hypotheses) != len(references) or not references:
+        if len(hypotheses) != len(references):
             raise ValueError(f"paired_bootstrap: {len(hypotheses)} hypotheses but {len(references)} references")
         return np.asarray(bleu._extract_corpus_statistics(list(hypotheses), [list(references)]), dtype=np.float64)
 

@@ -51,3 +51,7 @@ def test_a_short_or_missing_file_is_one_line_that_names_it(tmp_path):
     assert result.returncode != 0 and "none.txt: no such file" in result.stderr and "Traceback" not in result.stderr
     result = run_script("--references", refs, "--systems", refs, refs, "--baselines", refs)
     assert result.returncode == 2 and "2 --systems but 1 --baselines" in result.stderr
+    empty = write_lines(tmp_path / "empty.de", [])
+    result = run_script("--references", empty, "--systems", empty, "--baselines", empty)
+    assert result.returncode != 0 and "no references, an empty test set" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -7,8 +7,8 @@ BLEU difference between systems and their baselines, one pair per seed (a recipe
 The files hold detokenized translations, one a line in the order of the references (evaluate_model.py writes them
 into MODEL_DIR/predictions/). It prints one JSON line (`glat_hf.metrics.paired_bootstrap`): each pair's BLEU and
 difference, the mean difference, its 95% interval over --samples resamples of the test sentences, the share of
-resamples without a lead and, with --target, the share that reaches it. A missing file or one with another number
-of lines than the references stops with one line that names it.
+resamples without a lead and, with --target, the share that reaches it. A missing file, one with another number of
+lines than the references, or an empty test set stops with one line that names it.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ parser.add_argument("--seed", type=int, default=12345, help="the resamples' rand
 parser.add_argument("--target", type=float, help="a difference to test against, e.g. 3 (BLEU)")
 args = parser.parse_args()
 if len(args.systems) != len(args.baselines):
-    parser.error(f"{len(args.systems)} --systems but {len(args.baselines)} --baselines: give one baseline a system")
+    parser.error(f"{len(args.systems)} --systems but {len(args.baselines)} --baselines: one baseline for each system")
 
 try:
     references = read_text_lines(args.references)
@@ -40,14 +40,17 @@ for path, lines in translations.items():
     if len(lines) != len(references):
         sys.exit(f"error: {path} has {len(lines)} lines, the references {args.references} {len(references)}")
 
-result = paired_bootstrap(
-    [translations[path] for path in args.systems],
-    [translations[path] for path in args.baselines],
-    references,
-    samples=args.samples,
-    seed=args.seed,
-    target=args.target,
-)
+try:  # an empty test set or --samples below 1: one line, as paired_bootstrap words it
+    result = paired_bootstrap(
+        [translations[path] for path in args.systems],
+        [translations[path] for path in args.baselines],
+        references,
+        samples=args.samples,
+        seed=args.seed,
+        target=args.target,
+    )
+except ValueError as error:
+    sys.exit(f"error: {error}")
 result["pairs"] = [
     {"system_file": s, "baseline_file": b, **pair} for s, b, pair in zip(args.systems, args.baselines, result["pairs"])
 ]
