@@ -666,8 +666,9 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
             encoder_outputs: the `encoder_outputs` of an earlier call on the same source: skips the encoder.
             decoder_lengths: (B,) lengths to decode when there are no labels; default: the predicted length.
             glance_mask: (B, T) bool, decoder positions whose input is the embedding of `glance_ids`
-                (default: the labels) instead of the copied source. These positions are left out of the
-                token loss (paper eq. 4); for CTC the loss covers the whole sequence.
+                (default: the labels) instead of the copied source. Those whose input is their reference word
+                are left out of the token loss (paper eq. 4); one fed another word (the model's own, wrong
+                prediction) is trained to be corrected. For CTC the loss covers the whole sequence.
             glance_ids: (B, T) ids for the glanced positions (the aligned tokens, for CTC).
             glance_fn: glancing training in one call (paper §3.2), so that the encoder runs once and a
                 DDP-wrapped model sees one forward per backward: pass 1 decodes without gradient,
@@ -719,7 +720,9 @@ class GlatForConditionalGeneration(GlatPreTrainedModel, GenerationMixin):
                 token_loss = self.ctc_loss(logits, decoder_mask, labels)
                 loss = token_loss
             else:
-                loss_mask = decoder_mask if glance_mask is None else decoder_mask & ~glance_mask
+                loss_mask = decoder_mask
+                if glance_mask is not None:  # what a position's input gives away is not trained
+                    loss_mask = decoder_mask & ~(glance_mask & (glance_ids == labels))
                 token_loss = self.token_loss(logits, labels, loss_mask)
                 length_loss = self.length_loss(length_logits, decoder_mask.sum(1))
                 loss = token_loss + self.length_loss_weight(loss_mask, decoder_mask) * length_loss

@@ -26,6 +26,7 @@ from .glancing import (
     SELECTION_STRATEGIES,
     glance_mask,
     glancing_ratio,
+    select_glance_positions,
     uniform_mask_positions,
 )
 
@@ -150,6 +151,15 @@ class GlatTrainingArguments(ExactResumeSeq2SeqTrainingArguments):
     glancing_same_dropout: bool = field(
         default=True, metadata={"help": "Both passes draw the same dropout masks (the official code's behaviour)."}
     )
+    glance_own_predictions: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of the sentences whose pass 2 also gets pass 1's own predictions as inputs, at its most "
+            "confident positions not glanced (a share u ~ U[0, 1) of them): the state Mask-Predict refinement "
+            "decodes from, where the kept words are the model's and some are wrong; the wrong ones are trained "
+            "to be corrected. 0: GLAT."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -165,9 +175,14 @@ class GlatTrainingArguments(ExactResumeSeq2SeqTrainingArguments):
                 raise ValueError(
                     f"{type(self).__name__}.{name} must be one of {choices}, got {getattr(self, name)!r}."
                 )
-        for name in ("glancing_ratio_start", "glancing_ratio_end"):
+        for name in ("glancing_ratio_start", "glancing_ratio_end", "glance_own_predictions"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{type(self).__name__}.{name} must be in [0, 1], got {getattr(self, name)!r}.")
+        if self.glance_own_predictions and self.glancing == "none":
+            raise ValueError(
+                f"{type(self).__name__}.glance_own_predictions takes pass 1's predictions, and glancing 'none' "
+                "(NAT-base) has no pass 1: use glancing 'glancing' or 'uniform'."
+            )
         if self.glancing_schedule == "decay":
             name = f"{type(self).__name__}.glancing_schedule"
             if self.lr_scheduler_type != "warmup_stable_decay" or self.num_decay_steps(self.max_steps) is None:
@@ -200,6 +215,11 @@ class GlancingPolicy:
     """
 
     def __init__(self, args: GlatTrainingArguments, config):
+        if config.use_ctc and args.glance_own_predictions:
+            raise ValueError(
+                f"{type(args).__name__}.glance_own_predictions trains for Mask-Predict refinement, which CTC models "
+                "do not decode with: leave it at 0 for use_ctc."
+            )
         self.args = args
         self.ratio = args.glancing_ratio_start
         self.use_ctc = config.use_ctc
@@ -245,7 +265,25 @@ class GlancingPolicy:
         positions = decoder_mask.sum()
         self.stats["first_pass_accuracy"].append(((predictions == references) & decoder_mask).sum() / positions)
         self.stats["glanced_fraction"].append(glanced.sum() / positions)
+        if self.args.glance_own_predictions:
+            return self.add_own_predictions(logits, predictions, references, glanced, decoder_mask)
         return glanced, references
+
+    def add_own_predictions(self, logits, predictions, references, glanced, decoder_mask):
+        """Mask-Predict's refinement state in training (the idea of Ghazvininejad et al. 2020's SMART): in a share
+        `glance_own_predictions` of the sentences, pass 1's most confident predictions at a share u ~ U[0, 1) of the
+        positions not glanced become inputs too, as refinement keeps them (`remask_positions`). Returns the
+        glanced positions and their input ids; the model trains the positions given a wrong word."""
+        open_positions = decoder_mask & ~glanced
+        sentences = open_positions.shape[0]
+        chosen = torch.rand(sentences, device=logits.device) < self.args.glance_own_predictions
+        counts = (torch.rand(sentences, device=logits.device) * open_positions.sum(1)).long() * chosen
+        confidence = torch.softmax(logits.float(), -1).amax(-1)
+        own = select_glance_positions(counts, open_positions, "most_certain", reference_probs=confidence)
+        positions = decoder_mask.sum()
+        self.stats["own_prediction_fraction"].append(own.sum() / positions)
+        self.stats["own_prediction_wrong_fraction"].append((own & (predictions != references)).sum() / positions)
+        return glanced | own, torch.where(own, predictions, references)
 
 
 class GlancingScheduleCallback(TrainerCallback):

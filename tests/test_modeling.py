@@ -38,6 +38,19 @@ def test_loss_is_the_smoothed_nll_of_the_positions_not_glanced_plus_length_loss(
     torch.testing.assert_close(out.loss, expected_tokens + 0.1 * expected_length)
 
 
+def test_a_position_given_a_wrong_word_is_trained_to_correct_it():
+    """Only positions whose input is their own reference word leave the loss: one fed another word (pass 1's
+    wrong prediction, `glance_own_predictions`) is trained like a copied one."""
+    model = tiny_model(label_smoothing=0.1, dropout=0.0)
+    glance = LABELS != -100  # every position gets a word
+    words = LABELS.masked_fill(~glance, 0)
+    assert model(SOURCE, labels=LABELS, glance_mask=glance, glance_ids=words).token_loss == 0
+    words[0, 2] = 5  # a wrong word at one position
+    out = model(SOURCE, labels=LABELS, glance_mask=glance, glance_ids=words)
+    expected = F.cross_entropy(out.logits[0, 2:3], LABELS[0, 2:3], label_smoothing=0.1)
+    torch.testing.assert_close(out.token_loss, expected)
+
+
 def test_glanced_positions_take_the_reference_embeddings():
     """Pass 2 input (eq. 5): glanced positions hold the target word embedding, the rest the copied source."""
     model = tiny_model()

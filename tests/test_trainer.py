@@ -87,8 +87,68 @@ def test_ctc_policy_glances_the_best_alignment():
     assert ctc_collapse(aligned, blank_id=6, pad_id=0).tolist() == [[20, 21, 2]]
 
 
+def test_own_predictions_are_pass_1s_most_confident_words_among_those_not_glanced():
+    model = tiny_model()
+    args = GlatTrainingArguments(
+        output_dir="unused", report_to=[], glancing_ratio_start=0.5, glance_own_predictions=1.0
+    )
+    policy = GlancingPolicy(args, model.config)
+    decoder_mask = LABELS != -100
+    logits = torch.full((2, 6, 60), -5.0)
+    logits[..., 3] = torch.arange(6.0)  # pass 1 predicts token 3 everywhere, surer at later positions
+    counts = []
+    for _ in range(300):
+        glanced, words = policy(logits, LABELS, decoder_mask)
+        own = glanced & (words == 3)
+        referenced = glanced & ~own
+        assert referenced.sum(1).tolist() == [2, 3]  # floor(λ·d) reference words, as without the option
+        assert torch.equal(words[referenced], LABELS[referenced])
+        assert not glanced[~decoder_mask].any()
+        for row in range(2):  # the most confident (latest) of the positions not glanced by reference
+            open_positions = (decoder_mask[row] & ~referenced[row]).nonzero().flatten()
+            taken = own[row].nonzero().flatten()
+            assert torch.equal(taken, open_positions[len(open_positions) - len(taken) :])
+        counts.append(own.sum(1))
+    counts = torch.stack(counts).float()
+    # a share u ~ U[0, 1) of the 3 open positions of each sentence: 0, 1 or 2 of them, 1 on average
+    assert set(counts.flatten().tolist()) == {0.0, 1.0, 2.0}
+    assert counts.mean().item() == pytest.approx(1.0, abs=0.15)
+    assert float(policy.stats["own_prediction_wrong_fraction"][0]) == float(policy.stats["own_prediction_fraction"][0])
+
+
+def test_own_predictions_go_to_a_share_of_the_sentences():
+    model = tiny_model()
+    args = GlatTrainingArguments(output_dir="unused", report_to=[], glance_own_predictions=0.25)
+    policy = GlancingPolicy(args, model.config)
+    labels = torch.arange(10, 40).repeat(400, 1)  # 400 sentences of 30 words, pass 1 wrong everywhere
+    logits = torch.full((400, 30, 60), -5.0)
+    logits[..., 3] = 5.0
+    glanced, words = policy(logits, labels, torch.ones_like(labels, dtype=torch.bool))
+    with_own = (glanced & (words == 3)).any(1).float().mean().item()
+    assert with_own == pytest.approx(0.25 * (1 - 1 / 15), abs=0.06)  # u·15 open positions rounds to 0 for 1/15
+
+
 @pytest.mark.parametrize(
-    "name, value", [("glance_selection", "best"), ("glance_rounding", "ceil"), ("glancing_ratio_end", 1.5)]
+    "options, config, message",
+    [
+        ({"glance_own_predictions": 0.5, "glancing": "none"}, {}, "has no pass 1"),
+        ({"glance_own_predictions": 0.5}, {"use_ctc": True}, "leave it at 0 for use_ctc"),
+    ],
+)
+def test_own_predictions_need_a_first_pass_and_a_refining_model(options, config, message):
+    with pytest.raises(ValueError, match=message):
+        args = GlatTrainingArguments(output_dir="unused", report_to=[], **options)
+        GlancingPolicy(args, tiny_model(**config).config)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("glance_selection", "best"),
+        ("glance_rounding", "ceil"),
+        ("glancing_ratio_end", 1.5),
+        ("glance_own_predictions", -0.1),
+    ],
 )
 def test_bad_argument_names_itself_as_an_argument_of_the_library(name, value):
     with pytest.raises(ValueError, match=rf"^GlatTrainingArguments\.{name} must be"):
