@@ -207,6 +207,12 @@ def test_constant_schedule(tokenizer, tmp_path):
     assert "| λ schedule | constant 0.5 |" in write(folder).text
 
 
+def test_own_predictions_as_inputs_are_stated_where_used(tokenizer, tmp_path):
+    row = "| pass 1's own words as inputs | in 50% of the sentences, at the most confident positions not glanced"
+    assert row in write(make_output_folder(tmp_path / "own", tokenizer, glance_own_predictions=0.5)).text
+    assert "own words as inputs" not in write(make_output_folder(tmp_path / "glat", tokenizer)).text
+
+
 def test_warmup_stable_decay_states_its_decay(tokenizer, tmp_path):
     folder = make_output_folder(
         tmp_path / "glat",
