@@ -88,6 +88,7 @@ def test_ctc_policy_glances_the_best_alignment():
 
 
 def test_own_predictions_are_pass_1s_most_confident_words_among_those_not_glanced():
+    torch.manual_seed(0)
     model = tiny_model()
     args = GlatTrainingArguments(
         output_dir="unused", report_to=[], glancing_ratio_start=0.5, glance_own_predictions=1.0
@@ -117,6 +118,7 @@ def test_own_predictions_are_pass_1s_most_confident_words_among_those_not_glance
 
 
 def test_own_predictions_go_to_a_share_of_the_sentences():
+    torch.manual_seed(0)
     model = tiny_model()
     args = GlatTrainingArguments(output_dir="unused", report_to=[], glance_own_predictions=0.25)
     policy = GlancingPolicy(args, model.config)
