@@ -6,9 +6,9 @@
     python training/benchmark_report.py bench.json --figures figures    # the tables and figures of those rows
 
 Systems: AR greedy and beam 4, GLAT, GLAT + NPD (m = 3, 7; ranked by GLAT or by AR), GLAT+CTC, Mask-Predict (4, 10
-iterations), NAT (--nat_model), at batch size 1 and --batch_size, taking turns. No folders: random models of --preset,
-speed only. --int8 / --bf16 / --compile add variants, --ctranslate2 CTranslate2's AR rows, --onnxruntime GLAT's rows
-on ONNX Runtime (fp32, int8). The method: README, "Speed".
+iterations; 4 on each NPD m = 7 candidate, then AR rerank), NAT (--nat_model), at batch size 1 and --batch_size,
+taking turns. No folders: random models of --preset, speed only. --int8 / --bf16 / --compile add variants,
+--ctranslate2 CTranslate2's AR rows, --onnxruntime GLAT's rows on ONNX Runtime (fp32, int8). Method: README, "Speed".
 """
 
 import argparse
@@ -55,6 +55,7 @@ SYSTEMS = [  # name, the model that decodes, generate arguments ("reranker": the
     ("GLAT+CTC", "ctc", {}),
     ("GLAT Mask-Predict 4 it.", "glat", {"num_iterations": 4}),
     ("GLAT Mask-Predict 10 it.", "glat", {"num_iterations": 10}),
+    ("GLAT NPD m=7 + 4 it. + AR rerank", "glat", {"length_beam_size": 7, "reranker": "ar", "num_iterations": 4}),
     ("NAT", "nat", {}),  # with --nat_model
 ]
 
@@ -331,10 +332,9 @@ def quality(args, run: Run, tokenizer, sources, references, tokens, max_source) 
 
 
 def benchmark_decoding(args, all_runs, tokenizer, sources, references, single, batched, max_source) -> list[dict]:
-    device, special_ids = args.device, set(tokenizer.all_special_ids)
+    device, special_ids, rows = args.device, set(tokenizer.all_special_ids), {}
     warm, cpu_memory = single[: args.warmup] + batched[:1], CpuMemory()
 
-    rows = {}
     for run in all_runs:  # untimed: warm-up, peak memory, output lengths, quality
         print(f"  [{run.engine} {run.variant}] {run.system}: warm-up, memory, quality", flush=True)
         timed_pass(run.decode, warm, device)
