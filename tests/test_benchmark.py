@@ -218,11 +218,15 @@ def test_report_prints_the_tables_and_the_speedup_figure_of_random_rows(report, 
     for path in written:
         check_png(path)
     table = printed.split("Training cost")[0]
+    width = report.SYSTEM_WIDTH
+    assert max(map(len, SYSTEMS)) <= width, "a system name wider than the report's column shifts its row"
     engines = [("transformers" if name.startswith("AR") else "torch") for name in SYSTEMS]
-    assert all(f"\n{name:<32} {engine:<23} fp32" in table for name, engine in zip(SYSTEMS, engines))
+    assert all(f"\n{name:<{width}} {engine:<23} fp32" in table for name, engine in zip(SYSTEMS, engines))
     if CT2:
         assert "xct2i8" in table.splitlines()[2]
-        assert all(f"\n{name:<32} {'ctranslate2':<23} {variant:<7} |" in table for name, variant, _ in CT2_SYSTEMS)
+        assert all(
+            f"\n{name:<{width}} {'ctranslate2':<23} {variant:<7} |" in table for name, variant, _ in CT2_SYSTEMS
+        )
     training = printed.split("Training cost")[1]
     assert all(f"\n{name:<30} {variant:<7} |" in training for name in TRAIN_SYSTEMS for variant in ("fp32", "bf16"))
 
@@ -314,19 +318,23 @@ def test_report_draws_the_three_figures_of_trained_rows(report, trained, tmp_pat
     for path in written:
         check_png(path)
     engines = {name: "transformers" if name.startswith("AR") else "torch" for name in SYSTEMS}
+    width = report.SYSTEM_WIDTH
     assert all(
-        f"\n{name:<32} {engines[name]:<23} {variant:<7} |" in printed
+        f"\n{name:<{width}} {engines[name]:<23} {variant:<7} |" in printed
         for name in SYSTEMS
         for variant in ("fp32", "int8", "bf16")
     )
     if ORT and CT2:  # ONNX Runtime's GLAT, reranked by CTranslate2's AR model
-        assert f"\n{'GLAT NPD m=7 + AR rerank':<32} {'onnxruntime+ctranslate2':<23} int8    |" in printed
+        assert f"\n{'GLAT NPD m=7 + AR rerank':<{width}} {'onnxruntime+ctranslate2':<23} int8    |" in printed
     assert "Training cost" not in printed
 
 
 def test_report_reads_the_committed_cpu_results(report):
     _, printed = run_main(report, [REPO / "results" / "benchmark_cpu.json"])
-    assert "GLAT training step (2 passes)" in printed and f"\n{'GLAT':<32} {'onnxruntime':<23} int8    |" in printed
+    width = report.SYSTEM_WIDTH
+    assert (
+        "GLAT training step (2 passes)" in printed and f"\n{'GLAT':<{width}} {'onnxruntime':<23} int8    |" in printed
+    )
 
 
 def test_benchmark_script_stays_short():

@@ -20,6 +20,7 @@ from matplotlib.ticker import FuncFormatter
 
 MARKERS = "osD^v"  # one a variant
 CT2 = "speedup_vs_ct2_int8_greedy"  # with benchmark.py --ctranslate2
+SYSTEM_WIDTH = 32  # the longest system name of benchmark.py, "GLAT NPD m=7 + 4 it. + AR rerank"
 
 
 def engine(row: dict) -> str:
@@ -51,8 +52,8 @@ def decode_table(decode: list[dict]) -> list[str]:
     ct2 = CT2 in single  # xct2i8: the speed-up over CTranslate2's int8 AR greedy
     ratios = f"{'xgreedy':>7} {'xbeam4':>7}" + (f" {'xct2i8':>7}" if ct2 else "")
     title = (
-        f"{'system':<32} {'engine':<23} {'variant':<7} | {'b=1 ms':>8} {ratios} | {f'b={big} sent/s':>12} {ratios} | "
-        f"{'mem MB b1/b' + str(big):>16} | {'tokens':>6} {'BLEU':>6} {'rep %':>6}"
+        f"{'system':<{SYSTEM_WIDTH}} {'engine':<23} {'variant':<7} | {'b=1 ms':>8} {ratios} | "
+        f"{f'b={big} sent/s':>12} {ratios} | {'mem MB b1/b' + str(big):>16} | {'tokens':>6} {'BLEU':>6} {'rep %':>6}"
     )
     lines += [title, "-" * len(title)]
     for (system, system_engine, variant), sizes in by_system.items():
@@ -63,7 +64,7 @@ def decode_table(decode: list[dict]) -> list[str]:
         speed = [f"{row['speedup_vs_ar_greedy']:7.2f} {row['speedup_vs_ar_beam']:7.2f}" for row in (one, many)]
         speed = [text + (f" {row[CT2]:7.2f}" if ct2 else "") for text, row in zip(speed, (one, many))]
         lines.append(
-            f"{system:<32} {system_engine:<23} {variant:<7} | {one['latency_ms']:8.2f} {speed[0]} | "
+            f"{system:<{SYSTEM_WIDTH}} {system_engine:<23} {variant:<7} | {one['latency_ms']:8.2f} {speed[0]} | "
             f"{many['sentences_per_s']:12.1f} {speed[1]} | {memory:>16} | {many['output_tokens']:6.1f} {bleu:>6} "
             f"{rep:>6}"
         )
